@@ -1,0 +1,72 @@
+"""Callbacks: fixed-noise sample grids for TensorBoard (or any logger that takes images) and PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchvision.utils import make_grid, save_image
+
+
+class SampleGrid(L.Callback):
+    """Logs G(fixed noise) every ``every_n_steps`` global steps, at each epoch end and at the start.
+
+    Also logs one grid of real training images. Runs on global rank zero only, with G in eval
+    mode under no_grad. Loggers other than TensorBoard get the grid through their ``log_image``
+    if they have one and are skipped otherwise; ``save_dir`` also writes each grid as a PNG.
+    """
+
+    def __init__(self, every_n_steps: int = 500, nrow: int = 8, save_dir: str | None = None) -> None:
+        if every_n_steps < 0:
+            raise ValueError(f"every_n_steps={every_n_steps}: expected >= 0 (0 turns step-based grids off).")
+        self.every_n_steps, self.nrow = every_n_steps, nrow
+        self.save_dir = Path(save_dir) if save_dir else None
+        self._last_step: int | None = None
+        self._step_at_batch_start = 0
+        self._real_logged = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0:
+            self._log_samples(trainer, pl_module)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self._real_logged:
+            self._real_logged = True
+            self._emit(trainer, "samples/real", batch[: len(pl_module.fixed_noise)])
+        n = self.every_n_steps
+        if n and trainer.global_step // n > self._step_at_batch_start // n:
+            self._log_samples(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log_samples(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log_samples(trainer, pl_module)
+
+    def _log_samples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last_step == trainer.global_step or not trainer.is_global_zero:
+            return
+        self._last_step = trainer.global_step
+        self._emit(trainer, "samples/fixed_noise", pl_module.sample())
+
+    def _emit(self, trainer: L.Trainer, tag: str, images: torch.Tensor) -> None:
+        if not trainer.is_global_zero:
+            return
+        grid = make_grid(images.detach().float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
+        step = trainer.global_step
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(tag, grid, global_step=step)
+            elif callable(getattr(logger, "log_image", None)):  # e.g. WandbLogger
+                logger.log_image(key=tag, images=[grid], step=step)
+        if self.save_dir is not None:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            save_image(grid, self.save_dir / f"{tag.split('/')[-1]}_step{step:07d}.png")

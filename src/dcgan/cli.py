@@ -1,0 +1,68 @@
+"""Entry points: ``train()`` builds everything from a composed Hydra config; ``main`` is ``dcgan-train``."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+
+log = logging.getLogger("dcgan")
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` node of a group such as ``callbacks`` or ``logger``."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+def _quiet_advisories() -> None:
+    """Silence advisories a user cannot act on: adverts for hosted services, a torch/Lightning deprecation."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    # Lightning 2.6's own pytree helper on torch >= 2.10; nothing in this project to change.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+@rank_zero_only
+def _announce(output_dir: Path) -> None:
+    log.info("Run dir: %s", output_dir)
+    log.info("Watch it: tensorboard --logdir %s", output_dir)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train the model ``cfg`` describes; returns the final logged metrics as floats."""
+    _quiet_advisories()
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, _recursive_=False)
+    trainer = instantiate(
+        cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=_instantiate_all(cfg.get("logger"))
+    )
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    _announce(output_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "last_model_path", "") and Path(callback.last_model_path).is_file():
+            log.info("Last checkpoint: %s", callback.last_model_path)
+    _announce(output_dir)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> None:
+    """``python train.py`` / ``dcgan-train``: Hydra composes ``conf/train.yaml`` with the overrides."""
+    train(cfg)

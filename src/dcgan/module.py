@@ -1,0 +1,108 @@
+"""The DCGAN LightningModule: manual optimization of G and D with one Adam each (Radford et al. 2015)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dcgan.losses import d_loss_bce, g_loss_nonsaturating
+
+
+def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+class DCGAN(L.LightningModule):
+    """Trains ``generator`` against ``discriminator``; both are given as ``_target_`` configs.
+
+    Taking configs (not modules) keeps the checkpoint self-contained:
+    ``DCGAN.load_from_checkpoint(path)`` rebuilds both networks without Hydra's run config.
+
+    Each training batch: one D step on real + G(z).detach(); every ``n_critic``-th batch also a
+    G step with the non-saturating loss on the same G(z). Lightning's ``global_step`` counts
+    optimizer steps, so one batch advances it by 2 when ``n_critic=1``.
+    """
+
+    def __init__(
+        self,
+        generator: Mapping[str, Any],
+        discriminator: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        n_critic: int = 1,
+        num_fixed_samples: int = 64,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if n_critic < 1:
+            raise ValueError(f"model.n_critic={n_critic}: expected an integer >= 1 (D steps per G step).")
+        generator, discriminator, optim = _plain(generator), _plain(discriminator), _plain(optim)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator = instantiate(generator, _convert_="all")
+        self.discriminator = instantiate(discriminator, _convert_="all")
+        fixed = torch.randn(num_fixed_samples, self.generator.nz, generator=torch.Generator().manual_seed(seed))
+        self.register_buffer("fixed_noise", fixed)  # saved in checkpoints: grids stay comparable across resumes
+        self._noise_gen: torch.Generator | None = None
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        make = instantiate(self.hparams.optim, _convert_="all")  # a partial: Adam(params) with lr, betas
+        return make(self.generator.parameters()), make(self.discriminator.parameters())
+
+    def noise(self, n: int) -> torch.Tensor:
+        """z for this step, a pure function of (seed, rank, global_step): a resumed run draws the same z."""
+        if self._noise_gen is None or self._noise_gen.device != self.device:
+            self._noise_gen = torch.Generator(self.device)
+        key = ((self.hparams.seed * 4096 + self.global_rank) << 32) + self.global_step
+        self._noise_gen.manual_seed(key & (2**63 - 1))
+        return torch.randn(n, self.generator.nz, device=self.device, generator=self._noise_gen)
+
+    def training_step(self, real: torch.Tensor, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        z = self.noise(real.size(0))
+        # After this batch's D step, is it G's turn? Derived from global_step so it survives resume.
+        g_turn = (self.global_step + 1) % (self.hparams.n_critic + 1) == self.hparams.n_critic
+        with torch.set_grad_enabled(g_turn):
+            fake = self.generator(z)  # G runs once per batch; D sees it detached
+
+        self.toggle_optimizer(opt_d)
+        real_logits = self.discriminator(real)
+        fake_logits = self.discriminator(fake.detach())
+        loss_d = d_loss_bce(real_logits, fake_logits)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        logs = {
+            "loss/d": loss_d.detach(),
+            "d/real": torch.sigmoid(real_logits.detach().float()).mean(),
+            "d/fake": torch.sigmoid(fake_logits.detach().float()).mean(),
+        }
+        if g_turn:
+            self.toggle_optimizer(opt_g)  # freezes D: G's loss puts no gradient into D
+            loss_g = g_loss_nonsaturating(self.discriminator(fake))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            opt_g.step()
+            self.untoggle_optimizer(opt_g)
+            logs["loss/g"] = loss_g.detach()
+        # "step" sets the logger's x-axis to global_step, the unit of max_steps and every interval.
+        logs["step"] = float(self.global_step)
+        for name, value in logs.items():
+            self.log(name, value, prog_bar=name.startswith("loss/"), on_step=True, on_epoch=False, batch_size=len(z))
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """G(z) in eval mode (BatchNorm running stats), images in [-1, 1]; defaults to the fixed noise."""
+        z = self.fixed_noise if z is None else z.to(self.device)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(z).float()
+        finally:
+            self.generator.train(was_training)

@@ -1,0 +1,96 @@
+"""DCGAN generator and discriminator in plain PyTorch (Radford, Metz & Chintala 2015, arXiv 1511.06434)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def num_resolution_doublings(image_size: int) -> int:
+    """Stride-2 layers between the 4x4 base and ``image_size`` (e.g. 64 -> 4)."""
+    if image_size < 16 or image_size & (image_size - 1):
+        raise ValueError(
+            f"image_size={image_size} is not supported: DCGAN needs a power of two >= 16 "
+            "(16, 32, 64, 128, ...). Set data.image_size to one of those."
+        )
+    return int(math.log2(image_size)) - 2
+
+
+def _check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels} is not supported: expected 1 (gray) or 3 (RGB).")
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """Paper init: conv weights ~ N(0, 0.02), BatchNorm weight ~ N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """z -> 4x4 feature map -> stride-2 ConvTranspose+BN+ReLU blocks -> Tanh image in [-1, 1]."""
+
+    def __init__(self, nz: int = 100, ngf: int = 64, image_size: int = 64, channels: int = 3) -> None:
+        super().__init__()
+        _check_channels(channels)
+        n_up = num_resolution_doublings(image_size)
+        self.nz = nz
+        width = ngf * 2 ** (n_up - 1)  # 64px: 8*ngf at 4x4, halved at each doubling
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(nz, width, 4, 1, 0, bias=False),  # (B, width, 4, 4)
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        for _ in range(n_up - 1):
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),  # spatial x2
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(inplace=True),
+            ]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        init_dcgan_weights(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, nz) or (B, nz, 1, 1) -> (B, channels, image_size, image_size)."""
+        return self.net(z.reshape(z.size(0), self.nz, 1, 1))
+
+
+class Discriminator(nn.Module):
+    """Image -> stride-2 Conv blocks with LeakyReLU(0.2), BN on all but the first -> one logit.
+
+    No Sigmoid: the losses take logits (BCEWithLogits), which stays accurate under mixed precision.
+    """
+
+    def __init__(self, ndf: int = 64, image_size: int = 64, channels: int = 3) -> None:
+        super().__init__()
+        _check_channels(channels)
+        n_down = num_resolution_doublings(image_size)
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels, ndf, 4, 2, 1, bias=False),  # (B, ndf, S/2, S/2)
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        width = ndf
+        for _ in range(n_down - 1):
+            layers += [
+                nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),  # spatial /2
+                nn.BatchNorm2d(width * 2),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            width *= 2
+        layers.append(nn.Conv2d(width, 1, 4, 1, 0, bias=False))  # (B, 1, 1, 1)
+        self.net = nn.Sequential(*layers)
+        init_dcgan_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, channels, S, S) -> (B,) logits."""
+        return self.net(x).flatten()

@@ -1,0 +1,108 @@
+"""Shared fixtures: composed configs, tiny data sets in their real on-disk formats, short Trainer runs."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from dcgan.cli import CONF_DIR
+from dcgan.data import InMemoryDataModule
+
+# Shrinks a run to seconds on 2 CPU cores while keeping the real code paths.
+TINY = [
+    "data.image_size=16",
+    "data.batch_size=32",
+    "model.generator.ngf=8",
+    "model.discriminator.ndf=8",
+    "model.num_fixed_samples=16",
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+    "~callbacks.progress_bar",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose conf/train.yaml like ``python train.py`` would, with the run dir inside tmp_path."""
+
+    def _make(overrides: Sequence[str] = (), run_dir: Path | None = None) -> DictConfig:
+        run_dir = run_dir or tmp_path / "run"
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[f"paths.output_dir={run_dir}", *overrides])
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        return cfg
+
+    return _make
+
+
+def write_idx_images(path: Path, images: np.ndarray) -> None:
+    """IDX3 exactly as the official MNIST files: big-endian header, then uint8 pixels, gzipped."""
+    n, h, w = images.shape
+    payload = struct.pack(">iiii", 2051, n, h, w) + images.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
+
+
+def write_idx_labels(path: Path, labels: np.ndarray) -> None:
+    payload = struct.pack(">ii", 2049, len(labels)) + labels.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload))
+
+
+@pytest.fixture
+def mnist_root(tmp_path: Path) -> Path:
+    """A 256-image MNIST train split (random strokes) in torchvision's layout: <root>/MNIST/raw/*.gz."""
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "mnist_data" / "MNIST" / "raw"
+    write_idx_images(raw / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (256, 28, 28)))
+    write_idx_labels(raw / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 256))
+    return tmp_path / "mnist_data"
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """The shared real data sets (DCGAN_DATA_DIR, set by .ci/run); skips where absent."""
+    value = os.environ.get("DCGAN_DATA_DIR")
+    if not value or not (Path(value) / "MNIST" / "raw").is_dir():
+        pytest.skip("real data not available: set DCGAN_DATA_DIR to a folder holding MNIST/raw/")
+    return Path(value)
+
+
+class TensorDataModule(InMemoryDataModule):
+    """Serves a given uint8 tensor through the project's loader."""
+
+    name = "tensor"
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int = 0) -> None:
+        super().__init__(image_size=images.shape[-1], channels=images.shape[1], batch_size=batch_size, seed=seed)
+        self._given = images
+
+    def load_images(self) -> torch.Tensor:
+        return self._given
+
+
+def fit(module: L.LightningModule, datamodule: L.LightningDataModule, max_steps: int, **kwargs) -> L.Trainer:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return trainer

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dcgan.cli import train
+from tests.conftest import TINY
+
+
+def test_fast_dev_run_digits(make_cfg) -> None:
+    metrics = train(make_cfg([*TINY, "debug=fdr"]))
+    assert {"loss/d", "loss/g", "d/real", "d/fake"} <= set(metrics)
+
+
+def test_fast_dev_run_mnist_fixture(make_cfg, mnist_root: Path) -> None:
+    metrics = train(make_cfg([*TINY, "debug=fdr", "data=mnist", f"data.data_dir={mnist_root}"]))
+    assert "loss/d" in metrics
+
+
+def test_fast_dev_run_real_mnist(make_cfg, real_data_dir: Path) -> None:
+    metrics = train(make_cfg(["debug=fdr", "data=mnist", f"data.data_dir={real_data_dir}", "trainer.accelerator=cpu"]))
+    assert "loss/d" in metrics
+
+
+def test_missing_mnist_fails_before_training_with_the_fix(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="MNIST train images not found"):
+        train(make_cfg([*TINY, "data=mnist", f"data.data_dir={tmp_path / 'empty'}"]))
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_short_run_writes_scalars_images_and_checkpoints(make_cfg, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(make_cfg([*TINY, "trainer.max_steps=24", "callbacks.samples.every_n_steps=8", "trainer.log_every_n_steps=2"]))
+    (event_file,) = (run / "tensorboard").glob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert {"loss/d", "loss/g", "d/real", "d/fake"} <= set(events.Tags()["scalars"])
+    grids = events.Images("samples/fixed_noise")
+    assert sorted({g.step for g in grids}) == [0, 8, 16, 24]
+    assert events.Images("samples/real")
+    loss_steps = [s.step for s in events.Scalars("loss/g")]
+    assert loss_steps == sorted(loss_steps) and loss_steps[-1] <= 24  # x-axis is global_step
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run / "samples").glob("fixed_noise_step*.png"))) == 4
+
+
+def test_runs_without_any_logger(make_cfg) -> None:
+    metrics = train(make_cfg([*TINY, "~logger", "trainer.max_steps=4", "callbacks.samples.every_n_steps=2"]))
+    assert "loss/d" in metrics
+
+
+def test_runs_with_a_non_tensorboard_logger(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg([*TINY, "logger=csv", "trainer.max_steps=4", "trainer.log_every_n_steps=1"]))
+    assert "loss/d" in (tmp_path / "run" / "csv" / "metrics.csv").read_text()
