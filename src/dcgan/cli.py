@@ -35,6 +35,9 @@ def _quiet_advisories() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     # Lightning 2.6's own pytree helper on torch >= 2.10; nothing in this project to change.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Lightning 2.6 asks manual-optimization modules to stash pre-step weights for periodic checkpoints;
+    # ours are meant to hold the state after the batch's updates, which is what a resume continues from.
+    warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization.*")
 
 
 @rank_zero_only
