@@ -1,9 +1,11 @@
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dcgan.cli import train
+from dcgan.module import DCGAN
 from tests.conftest import TINY
 
 
@@ -52,3 +54,17 @@ def test_runs_without_any_logger(make_cfg) -> None:
 def test_runs_with_a_non_tensorboard_logger(make_cfg, tmp_path: Path) -> None:
     train(make_cfg([*TINY, "logger=csv", "trainer.max_steps=4", "trainer.log_every_n_steps=1"]))
     assert "loss/d" in (tmp_path / "run" / "csv" / "metrics.csv").read_text()
+
+
+def test_checkpoint_rebuilds_the_model_without_the_run_config(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg([*TINY, "trainer.max_steps=4"]))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    model = DCGAN.load_from_checkpoint(ckpt, map_location="cpu")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert torch.equal(model.fixed_noise, state["fixed_noise"])
+    assert model.sample().shape == (16, 1, 16, 16)
+
+
+def test_sync_batchnorm_on_cpu_is_refused_with_the_fix(make_cfg) -> None:
+    with pytest.raises(ValueError, match="sync_batchnorm=true needs CUDA.*trainer.sync_batchnorm=false"):
+        train(make_cfg([*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"]))

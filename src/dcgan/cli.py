@@ -10,6 +10,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
@@ -38,12 +39,26 @@ def _quiet_advisories() -> None:
     # Lightning 2.6 asks manual-optimization modules to stash pre-step weights for periodic checkpoints;
     # ours are meant to hold the state after the batch's updates, which is what a resume continues from.
     warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization.*")
+    # A resumed run writes to its own new run dir by design; the old dir's top-k bookkeeping is moot.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded.*")
 
 
 @rank_zero_only
-def _announce(output_dir: Path) -> None:
+def _announce(output_dir: Path, trainer: L.Trainer | None = None) -> None:
+    for callback in trainer.checkpoint_callbacks if trainer else []:
+        if getattr(callback, "last_model_path", "") and Path(callback.last_model_path).is_file():
+            log.info("Last checkpoint: %s", callback.last_model_path)
     log.info("Run dir: %s", output_dir)
     log.info("Watch it: tensorboard --logdir %s", output_dir)
+
+
+def _check_sync_batchnorm(trainer: L.Trainer, sync_batchnorm: bool) -> None:
+    if sync_batchnorm and isinstance(trainer.accelerator, CPUAccelerator):
+        raise ValueError(
+            "trainer.sync_batchnorm=true needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only), but this "
+            "run is on the CPU. Pass trainer.sync_batchnorm=false for CPU DDP (each process then normalises "
+            "over its own batch)."
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -55,13 +70,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = instantiate(
         cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=_instantiate_all(cfg.get("logger"))
     )
+    _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
     output_dir = Path(cfg.paths.output_dir).resolve()
     _announce(output_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    for callback in trainer.checkpoint_callbacks:
-        if getattr(callback, "last_model_path", "") and Path(callback.last_model_path).is_file():
-            log.info("Last checkpoint: %s", callback.last_model_path)
-    _announce(output_dir)
+    _announce(output_dir, trainer)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
