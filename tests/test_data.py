@@ -132,7 +132,7 @@ def test_loader_resumes_mid_epoch_with_the_same_remaining_batches() -> None:
 def test_loader_resumed_at_an_epoch_end_starts_the_next_epoch() -> None:
     images = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1)
     loader = TensorBatchLoader(images, ShardedPermutation(20, seed=0), batch_size=10)
-    loader.load_state_dict({"epoch": 0, "consumed": 2})
+    loader.load_state_dict({**loader.state_dict(), "epoch": 0, "consumed": 2})
     batches = list(loader)
     assert loader.epoch == 1 and len(batches) == 2
     assert len(list(loader)) == 2 and loader.epoch == 2
@@ -149,3 +149,26 @@ def test_real_mnist(real_data_dir: Path) -> None:
     batch = to_unit_range(first_batches(dm, 1)[0])
     assert dm.images.shape == (60000, 1, 32, 32)
     assert batch.min() == -1 and batch.max() == 1
+
+
+def test_a_pass_cut_short_still_advances_the_epoch() -> None:
+    """limit_train_batches: the next pass must not replay the same shuffled prefix."""
+    images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1)
+    loader = TensorBatchLoader(images, ShardedPermutation(100, seed=0), batch_size=10)
+    first = next(iter(loader))
+    loader.consumed = 1  # the training loop used one batch, then stopped the pass
+    second = next(iter(loader))
+    assert loader.epoch == 1 and not torch.equal(first, second)
+
+
+def test_resuming_with_a_different_data_layout_is_refused() -> None:
+    images = torch.zeros(100, 1, 1, 1, dtype=torch.uint8)
+    saved = TensorBatchLoader(images, ShardedPermutation(100, seed=0), batch_size=10).state_dict()
+    other = TensorBatchLoader(images, ShardedPermutation(100, seed=0), batch_size=20)
+    with pytest.raises(ValueError, match=r"batch_size=10 \(now 20\).*original data"):
+        other.load_state_dict(saved)
+
+
+def test_seeds_do_not_share_orders_an_epoch_apart() -> None:
+    a, b = ShardedPermutation(50, seed=1), ShardedPermutation(50, seed=2)
+    assert not torch.equal(a.indices(epoch=1), b.indices(epoch=0))

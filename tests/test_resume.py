@@ -1,36 +1,47 @@
 from pathlib import Path
 
+import pytest
 import torch
 
 from dcgan.cli import train
 from tests.conftest import TINY
 
 # 256-image batches of the 1,797 digits: 7 batches an epoch, so 10 batches (20 global steps) stop
-# mid-epoch 1 and 20 batches (40 global steps) end mid-epoch 2.
-RUN = [*TINY, "data.batch_size=256", "callbacks.samples.every_n_steps=0"]
+# 3 batches into the second pass and 20 batches (40 global steps) end 6 batches into the third.
+RUN = [*TINY, "data.batch_size=256", "callbacks.samples.every_n_steps=0", "callbacks.checkpoint.every_n_train_steps=20"]
 
 
-def checkpoint(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def test_resume_continues_exactly_like_an_uninterrupted_run(make_cfg, tmp_path: Path) -> None:
+def data_position(ckpt: dict) -> tuple[int, int]:
+    (state,) = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    return state["epoch"], state["consumed"]
+
+
+@pytest.mark.parametrize(
+    ("first_max_steps", "resume_from"),
+    [
+        (20, "last.ckpt"),  # written when training ended at max_steps
+        (30, "step0000020.ckpt"),  # written by the periodic schedule in the middle of a run
+    ],
+)
+def test_resume_continues_exactly_like_an_uninterrupted_run(
+    make_cfg, tmp_path: Path, first_max_steps: int, resume_from: str
+) -> None:
     train(make_cfg([*RUN, "trainer.max_steps=40"], run_dir=tmp_path / "straight"))
-    train(make_cfg([*RUN, "trainer.max_steps=20"], run_dir=tmp_path / "first"))
-    halfway = checkpoint(tmp_path / "first")
-    train(
-        make_cfg(
-            [*RUN, "trainer.max_steps=40", f"ckpt_path={tmp_path / 'first/checkpoints/last.ckpt'}"],
-            run_dir=tmp_path / "resumed",
-        )
-    )
-    straight, resumed = checkpoint(tmp_path / "straight"), checkpoint(tmp_path / "resumed")
+    train(make_cfg([*RUN, f"trainer.max_steps={first_max_steps}"], run_dir=tmp_path / "first"))
+    halfway_path = tmp_path / "first" / "checkpoints" / resume_from
+    halfway = load(halfway_path)
+    train(make_cfg([*RUN, "trainer.max_steps=40", f"ckpt_path={halfway_path}"], run_dir=tmp_path / "resumed"))
+    straight = load(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    resumed = load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
 
     assert halfway["global_step"] == 20
-    # the data position: 3 batches into the second pass over the data (7 + 3 = 10 batches)
-    assert halfway["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "consumed": 3}]
+    assert data_position(halfway) == (1, 3)  # 7 + 3 batches
     assert resumed["global_step"] == straight["global_step"] == 40
-    assert resumed["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 2, "consumed": 6}]
+    assert data_position(resumed) == data_position(straight) == (2, 6)  # 7 + 7 + 6 batches
     assert torch.equal(resumed["state_dict"]["fixed_noise"], halfway["state_dict"]["fixed_noise"])
     for name, value in straight["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-6, rtol=0, msg=name)
@@ -41,3 +52,10 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(make_cfg, tmp_path: 
     # and the halfway state really was different: the test would notice a resume that restarts from scratch
     first_layer = "generator.net.0.weight"
     assert not torch.equal(halfway["state_dict"][first_layer], straight["state_dict"][first_layer])
+
+
+def test_resume_with_another_batch_size_is_refused(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg([*RUN, "trainer.max_steps=4"], run_dir=tmp_path / "first"))
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match=r"batch_size=256 \(now 128\)"):
+        train(make_cfg([*RUN, "data.batch_size=128", "trainer.max_steps=8", f"ckpt_path={ckpt}"]))

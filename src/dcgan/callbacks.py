@@ -1,12 +1,14 @@
-"""Callbacks: fixed-noise sample grids for TensorBoard (or any logger that takes images) and PNG files."""
+"""Callbacks: fixed-noise sample grids (TensorBoard, other loggers, PNG files) and GAN-aware checkpoints."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
@@ -21,7 +23,9 @@ class SampleGrid(L.Callback):
 
     def __init__(self, every_n_steps: int = 500, nrow: int = 8, save_dir: str | None = None) -> None:
         if every_n_steps < 0:
-            raise ValueError(f"every_n_steps={every_n_steps}: expected >= 0 (0 turns step-based grids off).")
+            raise ValueError(
+                f"callbacks.samples.every_n_steps={every_n_steps}: expected >= 0 (0 turns step-based grids off)."
+            )
         self.every_n_steps, self.nrow = every_n_steps, nrow
         self.save_dir = Path(save_dir) if save_dir else None
         self._last_step: int | None = None
@@ -70,3 +74,47 @@ class SampleGrid(L.Callback):
         if self.save_dir is not None:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             save_image(grid, self.save_dir / f"{tag.split('/')[-1]}_step{step:07d}.png")
+
+
+class GANCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose step schedule survives two optimizers per batch.
+
+    With manual optimization Lightning saves when ``global_step % every_n_train_steps == 0`` at a
+    batch end, but ``global_step`` moves by 1 or 2 per batch here, so it can step over a multiple;
+    this saves whenever a batch crosses one. It also writes ``last.ckpt`` when training ends,
+    which Lightning skips once any periodic checkpoint exists, leaving a stale "last".
+    """
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        n = self._every_n_train_steps
+        crossed = n > 0 and trainer.global_step // n > getattr(self, "_step_at_batch_start", 0) // n
+        if crossed and not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class GANProgressBar(TQDMProgressBar):
+    """TQDM bar that also shows ``keys`` (the losses), read off the device only when the bar refreshes.
+
+    Logging them with ``prog_bar=True`` would make Lightning convert them to Python floats after
+    every batch: a host sync per step on a GPU.
+    """
+
+    def __init__(self, refresh_rate: int = 1, keys: Sequence[str] = ("loss/d", "loss/g")) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.keys = tuple(keys)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | str | float]:
+        items = super().get_metrics(trainer, pl_module)
+        for key in self.keys:
+            if (value := trainer.callback_metrics.get(key)) is not None:
+                items[key] = f"{float(value):.3f}"
+        return items

@@ -38,7 +38,7 @@ class DCGAN(L.LightningModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if n_critic < 1:
+        if not isinstance(n_critic, int) or n_critic < 1:
             raise ValueError(f"model.n_critic={n_critic}: expected an integer >= 1 (D steps per G step).")
         generator, discriminator, optim = _plain(generator), _plain(discriminator), _plain(optim)
         self.save_hyperparameters()
@@ -63,6 +63,7 @@ class DCGAN(L.LightningModule):
 
     def training_step(self, real: torch.Tensor, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
+        real = real.to(self.dtype)  # batches arrive as float32; "bf16-true"/"16-true" weights need their dtype
         z = self.noise(real.size(0))
         # After this batch's D step, is it G's turn? Derived from global_step so it survives resume.
         g_turn = (self.global_step + 1) % (self.hparams.n_critic + 1) == self.hparams.n_critic
@@ -91,10 +92,12 @@ class DCGAN(L.LightningModule):
             opt_g.step()
             self.untoggle_optimizer(opt_g)
             logs["loss/g"] = loss_g.detach()
-        # "step" sets the logger's x-axis to global_step, the unit of max_steps and every interval.
-        logs["step"] = float(self.global_step)
-        for name, value in logs.items():
-            self.log(name, value, prog_bar=name.startswith("loss/"), on_step=True, on_epoch=False, batch_size=len(z))
+        # "step" sets the logger's x-axis to global_step, the unit of max_steps and every interval;
+        # torch.full, not a Python float, so logging it is a device fill rather than a blocking copy.
+        logs["step"] = torch.full((), float(self.global_step), device=self.device)
+        # No prog_bar=True: Lightning would read those values off the device every batch.
+        # GANProgressBar shows the losses when it refreshes.
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(z))
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:

@@ -20,7 +20,9 @@ def num_resolution_doublings(image_size: int) -> int:
 
 def _check_channels(channels: int) -> None:
     if channels not in (1, 3):
-        raise ValueError(f"channels={channels} is not supported: expected 1 (gray) or 3 (RGB).")
+        raise ValueError(
+            f"channels={channels} is not supported: expected 1 (gray) or 3 (RGB). Set data.channels to 1 or 3."
+        )
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
