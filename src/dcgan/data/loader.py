@@ -1,0 +1,101 @@
+"""Batches by indexing one in-memory uint8 tensor: no per-item Python, resumable mid-epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+
+class ShardedPermutation:
+    """Per-epoch order of ``n`` items for one rank: a seeded shuffle, split evenly across ranks.
+
+    Every rank computes the same permutation from ``(seed, epoch)`` and takes every
+    ``world_size``-th item from ``rank`` on, trimmed so all ranks get the same count
+    (DDP ranks must run the same number of steps).
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        if world_size > n:
+            raise ValueError(
+                f"Cannot shard {n} images across {world_size} processes: each needs at least one. "
+                "Use fewer trainer.devices / trainer.num_nodes or a larger data set."
+            )
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return self.n // self.world_size
+
+    def indices(self, epoch: int) -> torch.Tensor:
+        if self.shuffle:
+            # seed * prime + epoch: seeds s and s+1 do not share orders one epoch apart
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        else:
+            order = torch.arange(self.n)
+        return order[self.rank :: self.world_size][: len(self)]
+
+
+class TensorBatchLoader:
+    """Iterable of ``images[idx]`` batches whose position Lightning saves in checkpoints.
+
+    The loader counts its own epochs (a new pass starts once the previous one trained any
+    batch or was exhausted) rather than taking Lightning's epoch number, which counts a pass
+    cut short by ``max_steps`` as finished. ``consumed`` counts batches the training loop has
+    actually used: the DataModule bumps it when a batch reaches the device, which stays right
+    even where Lightning fetches ahead of the batch it trains on.
+    """
+
+    def __init__(self, images: torch.Tensor, order: ShardedPermutation, batch_size: int, drop_last: bool = True) -> None:
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size}: expected a positive integer.")
+        if drop_last and len(order) < batch_size:
+            raise ValueError(
+                f"data.batch_size={batch_size} is larger than the {len(order)} images each process gets, so "
+                "no full batch is left (the last partial batch is dropped): lower data.batch_size."
+            )
+        self.images, self.order = images, order
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.epoch, self.consumed = 0, 0
+        self._resume_at: int | None = None
+        self._pass_done = False
+
+    def __len__(self) -> int:
+        n = len(self.order)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self._resume_at is not None:
+            start, self._resume_at = self._resume_at, None
+            if start >= len(self):  # saved right at the end of a pass
+                self.epoch, start = self.epoch + 1, 0
+        else:
+            start = 0
+            if self.consumed or self._pass_done:  # the previous pass trained (or ran out): next epoch
+                self.epoch += 1
+        self._pass_done = False
+        self.consumed = start
+        idx = self.order.indices(self.epoch)
+        for b in range(start, len(self)):
+            # Lightning stops asking once it has len(self) batches, so mark the pass done at the last one.
+            self._pass_done = b == len(self) - 1
+            yield self.images[idx[b * self.batch_size : (b + 1) * self.batch_size]]
+
+    def _layout(self) -> dict[str, int]:
+        """What the saved position means: the same numbers must hold when resuming."""
+        o = self.order
+        return {"num_images": o.n, "seed": o.seed, "world_size": o.world_size, "batch_size": self.batch_size}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "consumed": self.consumed, **self._layout()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = {k: state.get(k) for k in self._layout()}
+        if saved != self._layout():
+            diff = ", ".join(f"{k}={saved[k]} (now {v})" for k, v in self._layout().items() if saved[k] != v)
+            raise ValueError(
+                f"The checkpoint's data position was saved with {diff}. Resume with the original data, "
+                "seed, data.batch_size and number of devices, or start a new run without ckpt_path."
+            )
+        self.epoch, self._resume_at, self._pass_done = state["epoch"], state["consumed"], False

@@ -1,0 +1,123 @@
+"""MNIST from torchvision's on-disk layout (``<data_dir>/MNIST/raw/*-ubyte[.gz]``), read without PIL."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dcgan.data.base import InMemoryDataModule
+
+_IMAGE_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+_IMAGES_MAGIC = 2051
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    """Read an IDX3 image file (plain or .gz) into a (N, H, W) uint8 array, checking its header."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise ValueError(f"{path} is not a readable IDX file ({err}). Delete it and fetch it again.") from err
+    if len(raw) < 16:
+        raise ValueError(
+            f"{path} is truncated ({len(raw)} bytes, shorter than the 16-byte IDX3 header). "
+            "Delete it and fetch it again."
+        )
+    magic, n, h, w = np.frombuffer(raw[:16], dtype=">i4")
+    if magic != _IMAGES_MAGIC:
+        raise ValueError(
+            f"{path} has magic number {magic}, expected {_IMAGES_MAGIC} for an IDX3 image file (2049 means a "
+            "labels file under an images name). Replace it with the official images file."
+        )
+    if len(raw) != 16 + n * h * w:
+        raise ValueError(
+            f"{path} is truncated or corrupt: header says {n} images of {h}x{w} "
+            f"({16 + n * h * w} bytes) but the file has {len(raw)} bytes. Delete it and fetch it again."
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, h, w)
+
+
+class MNISTDataModule(InMemoryDataModule):
+    """MNIST digits, 28x28 gray, fitted to ``image_size``.
+
+    ``fit="pad"`` (default) pads 2 px of black on each side to 32x32, which keeps every pixel
+    exact (LeNet-5 does the same), then resizes if ``image_size`` is not 32;
+    ``fit="resize"`` resizes 28 -> ``image_size`` directly (bilinear, antialiased).
+    """
+
+    name = "MNIST"
+    folder = "MNIST"
+
+    def __init__(
+        self,
+        data_dir: str,
+        image_size: int = 32,
+        channels: int = 1,
+        batch_size: int = 128,
+        seed: int = 0,
+        split: str = "train",
+        fit: str = "pad",
+        download: bool = False,
+    ) -> None:
+        super().__init__(image_size=image_size, channels=channels, batch_size=batch_size, seed=seed)
+        if split not in _IMAGE_FILES:
+            raise ValueError(f"data.split={split!r}: expected one of {sorted(_IMAGE_FILES)}.")
+        if fit not in ("pad", "resize"):
+            raise ValueError(f"data.fit={fit!r}: expected 'pad' or 'resize'.")
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.split, self.fit, self.download = split, fit, download
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / self.folder / "raw"
+
+    def _image_file(self) -> Path | None:
+        stem = self.raw_dir / _IMAGE_FILES[self.split]
+        for candidate in (stem, stem.with_name(stem.name + ".gz")):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _torchvision_download(self) -> None:
+        from torchvision.datasets import MNIST
+
+        MNIST(str(self.data_dir), train=self.split == "train", download=True)
+
+    def prepare_data(self) -> None:
+        if self._image_file() is not None:
+            return
+        reason = "data.download=false"
+        if self.download:
+            try:
+                self._torchvision_download()
+            except Exception as err:  # any network or mirror failure ends in the same advice
+                reason = f"the download failed ({type(err).__name__}: {err})"
+            if self._image_file() is not None:
+                return
+        raise self._missing(reason)
+
+    def _missing(self, reason: str) -> FileNotFoundError:
+        name = _IMAGE_FILES[self.split]
+        return FileNotFoundError(
+            f"{self.name} {self.split} images not found: looked for {name} or {name}.gz in {self.raw_dir} "
+            f"and {reason}.\n"
+            f"Fix: put the official files ({name}.gz and its labels file) in that folder, point "
+            f"data.data_dir (or the DCGAN_DATA_DIR environment variable) at the folder that contains "
+            f"{self.folder}/raw/, or run once with data.download=true on a machine with internet access "
+            f"(torchvision.datasets.{self.folder} then fetches them)."
+        )
+
+    def load_images(self) -> torch.Tensor:
+        path = self._image_file()
+        if path is None:  # prepare_data ran on another node, or was skipped
+            raise self._missing("prepare_data did not provide them")
+        images = torch.from_numpy(read_idx_images(path).copy()).unsqueeze(1)  # (N, 1, 28, 28) uint8
+        if self.fit == "pad":
+            images = F.pad(images, (2, 2, 2, 2))  # (N, 1, 32, 32), black border
+        if images.shape[-1] != self.image_size:
+            resized = F.interpolate(images.float(), size=self.image_size, mode="bilinear", antialias=True)
+            images = resized.round_().clamp_(0, 255).to(torch.uint8)
+        return images
