@@ -47,7 +47,9 @@ class TensorBatchLoader:
     even where Lightning fetches ahead of the batch it trains on.
     """
 
-    def __init__(self, images: torch.Tensor, order: ShardedPermutation, batch_size: int, drop_last: bool = True) -> None:
+    def __init__(
+        self, images: torch.Tensor, order: ShardedPermutation, batch_size: int, drop_last: bool = True
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size}: expected a positive integer.")
         if drop_last and len(order) < batch_size:
