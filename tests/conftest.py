@@ -40,7 +40,8 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     def _make(overrides: Sequence[str] = (), run_dir: Path | None = None) -> DictConfig:
         run_dir = run_dir or tmp_path / "run"
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[f"paths.output_dir={run_dir}", *overrides])
+            base = [f"paths.output_dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
+            cfg = compose("train", overrides=[*base, *overrides])
         with open_dict(cfg):
             cfg.pop("hydra", None)
         return cfg

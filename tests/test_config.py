@@ -5,6 +5,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from dcgan.cli import CONF_DIR
 from dcgan.module import DCGAN
@@ -19,6 +20,8 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_every_config_file_composes_and_instantiates(make_cfg, group: str, option: str, tmp_path: Path) -> None:
     cfg = make_cfg([f"{group}={option}"])
+    if OmegaConf.is_missing(cfg.data, "data_dir"):  # data=folder: the user names the folder
+        cfg.data.data_dir = str(tmp_path)
     assert isinstance(instantiate(cfg.data), L.LightningDataModule)
     model = instantiate(cfg.model, _recursive_=False)
     assert isinstance(model, DCGAN)

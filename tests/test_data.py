@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dcgan.data import DigitsDataModule, MNISTDataModule, to_unit_range
+from dcgan.data import DataError, DigitsDataModule, MNISTDataModule, to_unit_range
 from dcgan.data.loader import ShardedPermutation, TensorBatchLoader
 from tests.conftest import write_idx_images
 
@@ -67,7 +67,7 @@ def test_mnist_reads_unpacked_files_too(tmp_path: Path) -> None:
 
 def test_missing_mnist_names_files_folder_and_the_fix(tmp_path: Path) -> None:
     dm = MNISTDataModule(data_dir=str(tmp_path / "nowhere"), batch_size=8)
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(DataError) as err:
         dm.prepare_data()
     message = str(err.value)
     assert "train-images-idx3-ubyte.gz" in message
@@ -81,7 +81,7 @@ def test_failed_download_is_reported_with_the_manual_route(tmp_path: Path, monke
 
     monkeypatch.setattr(MNISTDataModule, "_torchvision_download", offline)
     dm = MNISTDataModule(data_dir=str(tmp_path), batch_size=8, download=True)
-    with pytest.raises(FileNotFoundError, match="download failed.*network unreachable"):
+    with pytest.raises(DataError, match="download failed.*network unreachable"):
         dm.prepare_data()
 
 
@@ -89,17 +89,17 @@ def test_truncated_mnist_file_is_refused_before_training(mnist_root: Path) -> No
     path = mnist_root / "MNIST/raw/train-images-idx3-ubyte.gz"
     payload = gzip.decompress(path.read_bytes())
     path.write_bytes(gzip.compress(payload[:-100]))
-    with pytest.raises(ValueError, match="truncated or corrupt"):
+    with pytest.raises(DataError, match="truncated or corrupt"):
         first_batches(MNISTDataModule(data_dir=str(mnist_root), batch_size=8), 1)
     path.write_bytes(b"not gzip")
-    with pytest.raises(ValueError, match="not a readable IDX file"):
+    with pytest.raises(DataError, match="not a readable IDX file"):
         first_batches(MNISTDataModule(data_dir=str(mnist_root), batch_size=8), 1)
 
 
 def test_bad_mnist_options_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="data.fit='crop'"):
+    with pytest.raises(DataError, match="data.fit='crop'"):
         MNISTDataModule(data_dir=str(tmp_path), fit="crop")
-    with pytest.raises(ValueError, match="data.split='val'"):
+    with pytest.raises(DataError, match="data.split='val'"):
         MNISTDataModule(data_dir=str(tmp_path), split="val")
 
 

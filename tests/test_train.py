@@ -5,6 +5,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dcgan.cli import train
+from dcgan.data import DataError
 from dcgan.module import DCGAN
 from tests.conftest import TINY
 
@@ -25,7 +26,7 @@ def test_fast_dev_run_real_mnist(make_cfg, real_data_dir: Path) -> None:
 
 
 def test_missing_mnist_fails_before_training_with_the_fix(make_cfg, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="MNIST train images not found"):
+    with pytest.raises(DataError, match="MNIST train images not found"):
         train(make_cfg([*TINY, "data=mnist", f"data.data_dir={tmp_path / 'empty'}"]))
     assert not list((tmp_path / "run").rglob("*.ckpt"))
 

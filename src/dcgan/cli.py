@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
+
+from dcgan.data import DataError
 
 log = logging.getLogger("dcgan")
 
@@ -81,4 +84,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
     """``python train.py`` / ``dcgan-train``: Hydra composes ``conf/train.yaml`` with the overrides."""
-    train(cfg)
+    try:
+        train(cfg)
+    except DataError as err:  # the message already says what is wrong and how to fix it
+        log.error("%s", err)
+        sys.exit(2)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from dcgan.data.loader import ShardedPermutation, TensorBatchLoader
+
+log = logging.getLogger(__name__)
+
+
+class DataError(Exception):
+    """A data set is missing, corrupt or misconfigured; the message names the files and the fix."""
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -15,36 +27,105 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+def match_channels(images: torch.Tensor, channels: int, name: str) -> torch.Tensor:
+    """Documented conversions: gray -> RGB replicates the channel; RGB -> gray takes ITU-R 601 luma."""
+    have = images.size(1)
+    if have == channels:
+        return images
+    if have == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if have == 3 and channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (images.float() * weights).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+    raise DataError(f"{name}: images have {have} channels; cannot convert to data.channels={channels} (1 or 3).")
+
+
+def file_fingerprint(paths: list[Path]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime) of each source: a changed, replaced or touched file changes the cache key."""
+    return [(str(p.resolve()), (st := p.stat()).st_size, st.st_mtime_ns) for p in paths]
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """Decodes a data set once into a (N, C, H, W) uint8 tensor and serves batches by indexing it.
 
-    Subclasses implement :meth:`load_images` (and :meth:`prepare_data` when files may need a
-    download). ``batch_size`` is per device: under DDP the global batch is
-    ``batch_size * world_size``.
+    Subclasses implement :meth:`load_images`; those read from files also implement
+    :meth:`ensure_files` (check or download, run once per node) and :meth:`source_files`, which
+    key the decode cache: with ``cache_dir`` set, the decoded tensor is stored there as ``.npy``
+    and reused until a source file or a decode setting changes.
+
+    ``batch_size`` is per device: under DDP the global batch is ``batch_size * world_size``.
     """
 
     name = "images"
+    memmap = False  # large caches are memory-mapped instead of read into RAM
 
-    def __init__(self, image_size: int, channels: int, batch_size: int = 128, seed: int = 0) -> None:
+    def __init__(
+        self, image_size: int, channels: int, batch_size: int = 128, seed: int = 0, cache_dir: str | None = None
+    ) -> None:
         super().__init__()
         self.image_size, self.channels = image_size, channels
         self.batch_size, self.seed = batch_size, seed
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.images: torch.Tensor | None = None
         self._train_loader: TensorBatchLoader | None = None
+
+    # --- what subclasses provide -------------------------------------------------------------
+    def ensure_files(self) -> None:
+        """Make sure the source files are present (download if allowed), else raise DataError."""
+
+    def source_files(self) -> list[Path]:
+        """Files the images are decoded from; empty for embedded data (no cache then)."""
+        return []
+
+    def decode_settings(self) -> dict[str, Any]:
+        """Settings that change the decoded pixels, part of the cache key."""
+        return {"image_size": self.image_size}
 
     def load_images(self) -> torch.Tensor:
         """Return every training image as uint8 (N, C, image_size, image_size)."""
         raise NotImplementedError
 
+    def write_cache(self, path: Path) -> None:
+        """Decode into the .npy file ``path``; large data sets override this to stream into a memmap."""
+        np.save(path, self.load_images().numpy())
+
+    # --- cache -------------------------------------------------------------------------------
+    def cache_path(self) -> Path | None:
+        sources = self.source_files()
+        if self.cache_dir is None or not sources:
+            return None
+        key = json.dumps([type(self).__name__, self.decode_settings(), file_fingerprint(sources)])
+        return self.cache_dir / f"{type(self).__name__}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
+
+    def _build_cache(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+        log.info("%s: decoding once into the cache %s", self.name, path)
+        try:
+            self.write_cache(tmp)
+            os.replace(tmp, path)  # atomic: a crashed build never leaves a half cache behind
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # --- LightningDataModule -------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.ensure_files()
+        path = self.cache_path()
+        if path is not None and not path.is_file():
+            self._build_cache(path)
+
     def setup(self, stage: str | None = None) -> None:
         if self.images is not None:
             return
-        images = self.load_images()
-        if images.dim() == 4 and images.size(1) == 1 and self.channels == 3:
-            images = images.expand(-1, 3, -1, -1).contiguous()  # gray data in an RGB run: replicate
+        path = self.cache_path()
+        if path is not None and path.is_file():
+            images = torch.from_numpy(np.load(path, mmap_mode="c" if self.memmap else None))
+        else:
+            images = self.load_images()
+        images = match_channels(images, self.channels, self.name)
         expected = (self.channels, self.image_size, self.image_size)
         if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: loaded images of shape {tuple(images.shape)} and dtype {images.dtype}, "
                 f"expected (N, {', '.join(map(str, expected))}) uint8. Check data.channels and data.image_size."
             )

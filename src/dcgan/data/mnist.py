@@ -1,15 +1,16 @@
-"""MNIST from torchvision's on-disk layout (``<data_dir>/MNIST/raw/*-ubyte[.gz]``), read without PIL."""
+"""MNIST and Fashion-MNIST from torchvision's on-disk layout (``<data_dir>/MNIST/raw/*-ubyte[.gz]``)."""
 
 from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dcgan.data.base import InMemoryDataModule
+from dcgan.data.base import DataError, InMemoryDataModule
 
 _IMAGE_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
 _IMAGES_MAGIC = 2051
@@ -20,20 +21,20 @@ def read_idx_images(path: Path) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise ValueError(f"{path} is not a readable IDX file ({err}). Delete it and fetch it again.") from err
+        raise DataError(f"{path} is not a readable IDX file ({err}). Delete it and fetch it again.") from err
     if len(raw) < 16:
-        raise ValueError(
+        raise DataError(
             f"{path} is truncated ({len(raw)} bytes, shorter than the 16-byte IDX3 header). "
             "Delete it and fetch it again."
         )
-    magic, n, h, w = np.frombuffer(raw[:16], dtype=">i4")
+    magic, n, h, w = (int(v) for v in np.frombuffer(raw[:16], dtype=">i4"))
     if magic != _IMAGES_MAGIC:
-        raise ValueError(
+        raise DataError(
             f"{path} has magic number {magic}, expected {_IMAGES_MAGIC} for an IDX3 image file (2049 means a "
             "labels file under an images name). Replace it with the official images file."
         )
     if len(raw) != 16 + n * h * w:
-        raise ValueError(
+        raise DataError(
             f"{path} is truncated or corrupt: header says {n} images of {h}x{w} "
             f"({16 + n * h * w} bytes) but the file has {len(raw)} bytes. Delete it and fetch it again."
         )
@@ -49,7 +50,7 @@ class MNISTDataModule(InMemoryDataModule):
     """
 
     name = "MNIST"
-    folder = "MNIST"
+    folder = "MNIST"  # torchvision's folder name, and its dataset class name
 
     def __init__(
         self,
@@ -61,12 +62,13 @@ class MNISTDataModule(InMemoryDataModule):
         split: str = "train",
         fit: str = "pad",
         download: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
-        super().__init__(image_size=image_size, channels=channels, batch_size=batch_size, seed=seed)
+        super().__init__(image_size, channels, batch_size, seed, cache_dir)
         if split not in _IMAGE_FILES:
-            raise ValueError(f"data.split={split!r}: expected one of {sorted(_IMAGE_FILES)}.")
+            raise DataError(f"data.split={split!r}: expected one of {sorted(_IMAGE_FILES)}.")
         if fit not in ("pad", "resize"):
-            raise ValueError(f"data.fit={fit!r}: expected 'pad' or 'resize'.")
+            raise DataError(f"data.fit={fit!r}: expected 'pad' or 'resize'.")
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.split, self.fit, self.download = split, fit, download
 
@@ -82,11 +84,11 @@ class MNISTDataModule(InMemoryDataModule):
         return None
 
     def _torchvision_download(self) -> None:
-        from torchvision.datasets import MNIST
+        import torchvision.datasets
 
-        MNIST(str(self.data_dir), train=self.split == "train", download=True)
+        getattr(torchvision.datasets, self.folder)(str(self.data_dir), train=self.split == "train", download=True)
 
-    def prepare_data(self) -> None:
+    def ensure_files(self) -> None:
         if self._image_file() is not None:
             return
         reason = "data.download=false"
@@ -99,9 +101,9 @@ class MNISTDataModule(InMemoryDataModule):
                 return
         raise self._missing(reason)
 
-    def _missing(self, reason: str) -> FileNotFoundError:
+    def _missing(self, reason: str) -> DataError:
         name = _IMAGE_FILES[self.split]
-        return FileNotFoundError(
+        return DataError(
             f"{self.name} {self.split} images not found: looked for {name} or {name}.gz in {self.raw_dir} "
             f"and {reason}.\n"
             f"Fix: put the official files ({name}.gz and its labels file) in that folder, point "
@@ -110,9 +112,16 @@ class MNISTDataModule(InMemoryDataModule):
             f"(torchvision.datasets.{self.folder} then fetches them)."
         )
 
+    def source_files(self) -> list[Path]:
+        path = self._image_file()
+        return [path] if path is not None else []
+
+    def decode_settings(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "fit": self.fit}
+
     def load_images(self) -> torch.Tensor:
         path = self._image_file()
-        if path is None:  # prepare_data ran on another node, or was skipped
+        if path is None:  # ensure_files ran on another node, or was skipped
             raise self._missing("prepare_data did not provide them")
         images = torch.from_numpy(read_idx_images(path).copy()).unsqueeze(1)  # (N, 1, 28, 28) uint8
         if self.fit == "pad":
@@ -121,3 +130,10 @@ class MNISTDataModule(InMemoryDataModule):
             resized = F.interpolate(images.float(), size=self.image_size, mode="bilinear", antialias=True)
             images = resized.round_().clamp_(0, 255).to(torch.uint8)
         return images
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Fashion-MNIST (Xiao et al. 2017): same files, sizes and options as MNIST, under ``FashionMNIST/raw``."""
+
+    name = "Fashion-MNIST"
+    folder = "FashionMNIST"

@@ -1,0 +1,307 @@
+"""Data sets of image files (CelebA, any folder): decoded by DataLoader workers, or once into a memmap cache."""
+
+from __future__ import annotations
+
+import functools
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from dcgan.data.base import DataError, InMemoryDataModule
+from dcgan.data.loader import TensorBatchLoader
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def decode_image(path: Path, image_size: int, channels: int, crop: int | None = None) -> torch.Tensor:
+    """File -> (channels, image_size, image_size) uint8.
+
+    Conversions: any mode (gray, palette, RGBA, CMYK, 16-bit) becomes RGB or L by PIL's ``convert``
+    (alpha is dropped, gray is replicated, RGB -> L is ITU-R 601 luma). ``crop`` first takes a
+    centred ``crop`` x ``crop`` square (CelebA's 178 protocol); then the image is resized (bilinear,
+    antialiased) so its shorter side is ``image_size`` and centre-cropped to a square.
+    """
+    with Image.open(path) as im:
+        im = im.convert("RGB" if channels == 3 else "L")
+        if crop is not None:
+            left, top = (im.width - crop) // 2, (im.height - crop) // 2
+            im = im.crop((left, top, left + crop, top + crop))
+        im = ImageOps.fit(im, (image_size, image_size), method=Image.Resampling.BILINEAR)
+        array = np.asarray(im, dtype=np.uint8).reshape(image_size, image_size, channels)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)  # (C, H, W)
+
+
+class ImageFiles(Dataset):
+    """Map-style dataset over files; ``decode`` is picklable so DataLoader workers can run it."""
+
+    def __init__(self, files: list[Path], decode: Callable[[Path], torch.Tensor], skip_errors: bool = False) -> None:
+        self.files, self.decode, self.skip_errors = files, decode, skip_errors
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Any:
+        if not self.skip_errors:
+            return self.decode(self.files[i])
+        try:
+            return i, self.decode(self.files[i])
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            return i, f"{type(err).__name__}: {err}"
+
+
+def _as_list(batch: list[Any]) -> list[Any]:
+    return batch
+
+
+def _undecodable(name: str, failures: list[tuple[Path, str]], total: int) -> DataError:
+    shown = "\n".join(f"  {path}: {why}" for path, why in failures[:10])
+    more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+    return DataError(
+        f"{name}: {len(failures)} of {total} image files cannot be read:\n{shown}{more}\n"
+        "Fix: delete or replace these files (or re-extract the archive they came from)."
+    )
+
+
+class ImageFilesDataModule(InMemoryDataModule):
+    """Base for data sets of image files.
+
+    ``cache=false`` (default): DataLoader workers decode and resize every image each epoch; every
+    file's header is checked before training, so unreadable files are reported up front.
+    ``cache=true``: every image is decoded and resized once, at ``image_size``, into a uint8
+    ``.npy`` memmap under ``cache_dir``; epochs then index it like the small data sets do. The
+    cache key covers the file list, each file's size and mtime, and the decode settings.
+    """
+
+    memmap = True
+
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        batch_size: int = 128,
+        seed: int = 0,
+        cache: bool = False,
+        cache_dir: str | None = None,
+        num_workers: int = 2,
+        crop: int | None = None,
+    ) -> None:
+        super().__init__(image_size, channels, batch_size, seed, cache_dir)
+        if cache and not cache_dir:
+            raise DataError(f"{self.name}: data.cache=true needs data.cache_dir (or paths.cache_dir) to be set.")
+        self.cache, self.num_workers, self.crop = cache, num_workers, crop
+        self._files: list[Path] | None = None
+        self.dataset: ImageFiles | None = None
+
+    def list_files(self) -> list[Path]:
+        raise NotImplementedError
+
+    @property
+    def files(self) -> list[Path]:
+        if self._files is None:
+            self._files = self.list_files()
+        return self._files
+
+    @property
+    def decode(self) -> Callable[[Path], torch.Tensor]:
+        return functools.partial(decode_image, image_size=self.image_size, channels=self.channels, crop=self.crop)
+
+    def source_files(self) -> list[Path]:
+        return self.files if self.cache else []
+
+    def decode_settings(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "channels": self.channels, "crop": self.crop}
+
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(dataset, num_workers=workers, persistent_workers=workers > 0, **kwargs)
+
+    def write_cache(self, path: Path) -> None:
+        files = self.files
+        out = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.uint8, shape=(len(files), self.channels, self.image_size, self.image_size)
+        )
+        failures: list[tuple[Path, str]] = []
+        loader = self._loader(ImageFiles(files, self.decode, skip_errors=True), batch_size=256, collate_fn=_as_list)
+        for batch in loader:
+            for i, result in batch:
+                if isinstance(result, str):
+                    failures.append((files[i], result))
+                else:
+                    out[i] = result.numpy()
+        out.flush()
+        del out
+        if failures:
+            raise _undecodable(self.name, failures, len(files))
+
+    def load_images(self) -> torch.Tensor:
+        """Only used with ``cache=true`` when prepare_data did not build the cache on this node."""
+        path = self.cache_path()
+        assert path is not None, "load_images is only reached with cache=true"
+        self._build_cache(path)
+        return torch.from_numpy(np.load(path, mmap_mode="c"))
+
+    def _check_headers(self) -> None:
+        failures = []
+        for path in self.files:
+            try:
+                with Image.open(path) as im:
+                    im.size  # noqa: B018 -- opening parses the header; that is the check
+            except (OSError, UnidentifiedImageError) as err:
+                failures.append((path, f"{type(err).__name__}: {err}"))
+        if failures:
+            raise _undecodable(self.name, failures, len(self.files))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.cache:
+            super().setup(stage)
+        elif self.dataset is None:
+            self._check_headers()
+            self.dataset = ImageFiles(self.files, self.decode)
+
+    def train_dataloader(self) -> TensorBatchLoader | DataLoader:
+        if self.cache:
+            return super().train_dataloader()
+        assert self.dataset is not None
+        if len(self.dataset) < self.batch_size:
+            raise DataError(
+                f"data.batch_size={self.batch_size} is larger than the {len(self.dataset)} images of {self.name}, "
+                "so no full batch is left (the last partial batch is dropped): lower data.batch_size."
+            )
+        generator = torch.Generator().manual_seed(self.seed)  # Lightning swaps in a seeded DistributedSampler on DDP
+        return self._loader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=generator)
+
+
+class ImageFolderDataModule(ImageFilesDataModule):
+    """Every png/jpg/jpeg/webp/bmp under ``data_dir`` (recursive): LSUN exports, FFHQ thumbnails, your photos."""
+
+    name = "image folder"
+
+    def __init__(
+        self,
+        data_dir: str,
+        image_size: int = 64,
+        channels: int = 3,
+        batch_size: int = 128,
+        seed: int = 0,
+        cache: bool = False,
+        cache_dir: str | None = None,
+        num_workers: int = 2,
+    ) -> None:
+        super().__init__(image_size, channels, batch_size, seed, cache, cache_dir, num_workers)
+        self.data_dir = Path(data_dir).expanduser().resolve()
+
+    def list_files(self) -> list[Path]:
+        if not self.data_dir.is_dir():
+            raise DataError(f"{self.name}: {self.data_dir} is not a directory. Set data.data_dir to your image folder.")
+        files = sorted(p for p in self.data_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not files:
+            raise DataError(
+                f"{self.name}: no images in {self.data_dir} (searched recursively for "
+                f"{', '.join(IMAGE_EXTENSIONS)}). Set data.data_dir to a folder that holds images."
+            )
+        return files
+
+    def ensure_files(self) -> None:
+        self.files  # noqa: B018 -- listing them raises the DataError for a missing or empty folder
+
+
+class CelebADataModule(ImageFilesDataModule):
+    """Aligned CelebA (Liu et al. 2015) as in the DCGAN paper and the PyTorch tutorial: centre crop 178x178,
+    resize to ``image_size``. Reads ``<data_dir>/celeba/img_align_celeba/*.jpg`` (torchvision's layout);
+    ``split`` train/valid/test also needs ``list_eval_partition.txt`` beside that folder.
+    """
+
+    name = "CelebA"
+    SPLITS: ClassVar[dict[str, str | None]] = {"train": "0", "valid": "1", "test": "2", "all": None}
+    PAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+
+    def __init__(
+        self,
+        data_dir: str,
+        image_size: int = 64,
+        channels: int = 3,
+        batch_size: int = 128,
+        seed: int = 0,
+        split: str = "all",
+        crop: int = 178,
+        download: bool = False,
+        cache: bool = False,
+        cache_dir: str | None = None,
+        num_workers: int = 2,
+    ) -> None:
+        super().__init__(image_size, channels, batch_size, seed, cache, cache_dir, num_workers, crop)
+        if split not in self.SPLITS:
+            raise DataError(f"data.split={split!r}: expected one of {list(self.SPLITS)}.")
+        self.base = Path(data_dir).expanduser().resolve() / "celeba"
+        self.split, self.download = split, download
+
+    @property
+    def image_dir(self) -> Path:
+        return self.base / "img_align_celeba"
+
+    def _has_images(self) -> bool:
+        return self.image_dir.is_dir() and any(self.image_dir.glob("*.jpg"))
+
+    def _missing(self, what: str) -> DataError:
+        return DataError(
+            f"CelebA: {what}.\n"
+            f"torchvision's download (data.download=true) goes through Google Drive and often fails on its "
+            f"quota. Manual route: from {self.PAGE} ('Align&Cropped Images') download img_align_celeba.zip "
+            f"(1.4 GB) and, for data.split other than 'all', Eval/list_eval_partition.txt; put both in "
+            f"{self.base}/ (the zip is extracted on the next run), or point data.data_dir / DCGAN_DATA_DIR "
+            f"at the folder that contains celeba/."
+        )
+
+    def _extract(self, archive: Path) -> None:
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(self.base)
+        except (zipfile.BadZipFile, EOFError, OSError) as err:
+            raise DataError(
+                f"CelebA: {archive} could not be extracted ({type(err).__name__}: {err}); it is truncated or "
+                f"corrupt (an interrupted Google Drive download often is). Delete it and download it again "
+                f"from {self.PAGE}."
+            ) from err
+
+    def ensure_files(self) -> None:
+        reason = "data.download=false"
+        if not self._has_images():
+            archive = self.base / "img_align_celeba.zip"
+            if archive.is_file():
+                self._extract(archive)
+                reason = f"{archive} held no img_align_celeba/*.jpg"
+            elif self.download:
+                try:
+                    import torchvision.datasets
+
+                    torchvision.datasets.CelebA(str(self.base.parent), split="all", target_type=[], download=True)
+                except Exception as err:  # Google Drive quota, no network, ...
+                    reason = f"the download failed ({type(err).__name__}: {err})"
+        if not self._has_images():
+            raise self._missing(f"no images in {self.image_dir} and {reason}")
+        if self.SPLITS[self.split] is not None and not (self.base / "list_eval_partition.txt").is_file():
+            raise self._missing(f"data.split={self.split} needs {self.base / 'list_eval_partition.txt'}, not found")
+
+    def list_files(self) -> list[Path]:
+        self.ensure_files()
+        wanted = self.SPLITS[self.split]
+        if wanted is None:
+            return sorted(self.image_dir.glob("*.jpg"))
+        names = []
+        for line in (self.base / "list_eval_partition.txt").read_text().split("\n"):
+            parts = line.split()
+            if len(parts) == 2 and parts[1] == wanted:
+                names.append(parts[0])
+        files = [self.image_dir / n for n in names]
+        if missing := [p.name for p in files if not p.is_file()]:
+            raise self._missing(
+                f"{len(missing)} images of split {self.split} listed in list_eval_partition.txt are not in "
+                f"{self.image_dir} (e.g. {', '.join(missing[:3])})"
+            )
+        return files
