@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from omegaconf import DictConfig, open_dict
 
 from dcgan.cli import CONF_DIR
 from dcgan.data import InMemoryDataModule
+from tests.formats import write_idx_images, write_idx_labels
 
 # Shrinks a run to seconds on 2 CPU cores while keeping the real code paths.
 TINY = [
@@ -47,19 +46,6 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _make
-
-
-def write_idx_images(path: Path, images: np.ndarray) -> None:
-    """IDX3 exactly as the official MNIST files: big-endian header, then uint8 pixels, gzipped."""
-    n, h, w = images.shape
-    payload = struct.pack(">iiii", 2051, n, h, w) + images.astype(np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
-
-
-def write_idx_labels(path: Path, labels: np.ndarray) -> None:
-    payload = struct.pack(">ii", 2049, len(labels)) + labels.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(payload))
 
 
 @pytest.fixture
@@ -107,62 +93,3 @@ def fit(module: L.LightningModule, datamodule: L.LightningDataModule, max_steps:
     )
     trainer.fit(module, datamodule=datamodule)
     return trainer
-
-
-def write_cifar(root: Path, per_batch: int = 20) -> Path:
-    """CIFAR-10's python layout: cifar-10-batches-py/data_batch_{1..5}, test_batch, batches.meta (pickles)."""
-    import pickle
-
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        entry = {
-            b"batch_label": name.encode(),
-            b"labels": rng.integers(0, 10, per_batch).tolist(),
-            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
-        }
-        with (folder / name).open("wb") as f:
-            pickle.dump(entry, f, protocol=2)
-    with (folder / "batches.meta").open("wb") as f:
-        pickle.dump({b"label_names": [b"airplane"] * 10, b"num_vis": 3072}, f, protocol=2)
-    return root
-
-
-def _smooth_image(rng: np.random.Generator, width: int, height: int, mode: str):
-    from PIL import Image
-
-    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    return Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR).convert(mode)
-
-
-def write_celeba(root: Path, n: int = 30) -> Path:
-    """torchvision's CelebA layout: celeba/img_align_celeba/000001.jpg (178x218) and the txt files."""
-    base = root / "celeba"
-    images = base / "img_align_celeba"
-    images.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    names = [f"{i:06d}.jpg" for i in range(1, n + 1)]
-    for name in names:
-        _smooth_image(rng, 178, 218, "RGB").save(images / name, quality=90)
-    split = ["0"] * (n - 10) + ["1"] * 5 + ["2"] * 5
-    (base / "list_eval_partition.txt").write_text("".join(f"{m} {s}\n" for m, s in zip(names, split, strict=True)))
-    (base / "identity_CelebA.txt").write_text("".join(f"{m} {i}\n" for i, m in enumerate(names)))
-    (base / "list_attr_celeba.txt").write_text(f"{n}\n5_o_Clock_Shadow\n" + "".join(f"{m} -1\n" for m in names))
-    (base / "list_bbox_celeba.txt").write_text(f"{n}\nimage_id x_1 y_1 width height\n")
-    (base / "list_landmarks_align_celeba.txt").write_text(f"{n}\nlefteye_x lefteye_y\n")
-    return root
-
-
-def write_folder(root: Path) -> Path:
-    """A nested tree of mixed png/jpg (RGB, gray, RGBA, odd sizes) plus a file that is not an image."""
-    rng = np.random.default_rng(0)
-    specs = [("a/x.png", 80, 60, "RGB"), ("a/y.JPG", 50, 90, "RGB"), ("b/c/z.jpeg", 64, 64, "L"),
-             ("b/w.png", 70, 70, "RGBA"), ("v.bmp", 40, 48, "RGB"), ("u.webp", 66, 66, "RGB")]  # fmt: skip
-    for rel, w, h, mode in specs * 3:
-        path = root / rel.replace(".", f"{len(list(root.rglob('*')))}.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _smooth_image(rng, w, h, mode).save(path)
-    (root / "notes.txt").write_text("not an image")
-    return root

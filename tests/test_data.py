@@ -7,7 +7,7 @@ import torch
 
 from dcgan.data import DataError, DigitsDataModule, MNISTDataModule, to_unit_range
 from dcgan.data.loader import ShardedPermutation, TensorBatchLoader
-from tests.conftest import write_idx_images
+from tests.formats import write_idx_images
 
 
 def first_batches(dm, n: int = 3) -> list[torch.Tensor]:

@@ -14,7 +14,8 @@ from PIL import Image
 from dcgan.cli import train
 from dcgan.data import CelebADataModule, CIFAR10DataModule, DataError, ImageFolderDataModule, MNISTDataModule
 from dcgan.data.mnist import FashionMNISTDataModule
-from tests.conftest import TINY, write_celeba, write_cifar, write_folder, write_idx_images
+from tests.conftest import TINY
+from tests.formats import write_celeba, write_cifar, write_folder, write_idx_images
 
 
 @pytest.fixture
