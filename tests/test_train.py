@@ -78,3 +78,29 @@ def test_periodic_checkpoints_and_an_up_to_date_last_ckpt(make_cfg, tmp_path: Pa
 def test_sync_batchnorm_on_cpu_is_refused_with_the_fix(make_cfg) -> None:
     with pytest.raises(ValueError, match="sync_batchnorm=true needs CUDA.*trainer.sync_batchnorm=false"):
         train(make_cfg([*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"]))
+
+
+@pytest.mark.parametrize("data", ["cifar10", "celeba"])
+def test_command_line_exits_cleanly_when_data_is_missing(tmp_path: Path, data: str) -> None:
+    """python train.py data=X with no files: exit code 2, the fix on screen, no traceback."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(root / "train.py"),
+            f"data={data}",
+            f"data.data_dir={tmp_path / 'none'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "files not found" in output if data == "cifar10" else "img_align_celeba.zip" in output
+    assert "Traceback" not in output

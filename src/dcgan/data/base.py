@@ -63,6 +63,9 @@ class InMemoryDataModule(L.LightningDataModule):
         self, image_size: int, channels: int, batch_size: int = 128, seed: int = 0, cache_dir: str | None = None
     ) -> None:
         super().__init__()
+        # downloads and cache builds run once, on global rank zero; other nodes read the same data_dir/cache_dir
+        # or, on node-local disks, decode in setup
+        self.prepare_data_per_node = False
         self.image_size, self.channels = image_size, channels
         self.batch_size, self.seed = batch_size, seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
