@@ -12,10 +12,12 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig
 
 from dcgan.data import DataError
+from dcgan.metrics.callback import QualityMetrics
 
 log = logging.getLogger("dcgan")
 
@@ -51,8 +53,27 @@ def _announce(output_dir: Path, trainer: L.Trainer | None = None) -> None:
     for callback in trainer.checkpoint_callbacks if trainer else []:
         if getattr(callback, "last_model_path", "") and Path(callback.last_model_path).is_file():
             log.info("Last checkpoint: %s", callback.last_model_path)
+        if getattr(callback, "monitor", None) and callback.best_model_path:
+            score = float(callback.best_model_score)
+            log.info("Best checkpoint (%s=%.4g): %s", callback.monitor, score, callback.best_model_path)
     log.info("Run dir: %s", output_dir)
     log.info("Watch it: tensorboard --logdir %s", output_dir)
+
+
+def _drop_unmonitorable(callbacks: list[Any], datamodule: L.LightningDataModule) -> list[Any]:
+    """Remove quality-monitoring checkpoints whose metric this run cannot log (e.g. no labels, no Inception)."""
+    quality = next((c for c in callbacks if isinstance(c, QualityMetrics)), None)
+    available = quality.available(datamodule) if quality else []
+    kept = []
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None) if isinstance(callback, ModelCheckpoint) else None
+        if monitor and monitor.startswith("val/") and monitor not in available:
+            rank_zero_info(
+                f"No {monitor} in this run (it logs {available or 'no quality metric'}): best checkpoint off."
+            )
+            continue
+        kept.append(callback)
+    return kept
 
 
 def _check_sync_batchnorm(trainer: L.Trainer, sync_batchnorm: bool) -> None:
@@ -70,9 +91,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _recursive_=False)
-    trainer = instantiate(
-        cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=_instantiate_all(cfg.get("logger"))
-    )
+    callbacks = _drop_unmonitorable(_instantiate_all(cfg.get("callbacks")), datamodule)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")))
     _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
     output_dir = Path(cfg.paths.output_dir).resolve()
     _announce(output_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,15 +37,20 @@ class DCGAN(L.LightningModule):
         n_critic: int = 1,
         num_fixed_samples: int = 64,
         seed: int = 0,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(n_critic, int) or n_critic < 1:
             raise ValueError(f"model.n_critic={n_critic}: expected an integer >= 1 (D steps per G step).")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"model.ema_decay={ema_decay}: expected a value in (0, 1), e.g. 0.999, or null for off.")
         generator, discriminator, optim = _plain(generator), _plain(discriminator), _plain(optim)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = instantiate(generator, _convert_="all")
         self.discriminator = instantiate(discriminator, _convert_="all")
+        # Yazici et al. 2019: an exponential moving average of G's weights samples better than G itself.
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if ema_decay else None
         fixed = torch.randn(num_fixed_samples, self.generator.nz, generator=torch.Generator().manual_seed(seed))
         self.register_buffer("fixed_noise", fixed)  # saved in checkpoints: grids stay comparable across resumes
         self._noise_gen: torch.Generator | None = None
@@ -92,6 +98,8 @@ class DCGAN(L.LightningModule):
             opt_g.step()
             self.untoggle_optimizer(opt_g)
             logs["loss/g"] = loss_g.detach()
+            if self.generator_ema is not None:
+                self._update_ema()
         # "step" sets the logger's x-axis to global_step, the unit of max_steps and every interval;
         # torch.full, not a Python float, so logging it is a device fill rather than a blocking copy.
         logs["step"] = torch.full((), float(self.global_step), device=self.device)
@@ -100,12 +108,26 @@ class DCGAN(L.LightningModule):
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(z))
 
     @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema = decay * ema + (1 - decay) * G for weights; BatchNorm running statistics are copied."""
+        ema_params = list(self.generator_ema.parameters())
+        torch._foreach_lerp_(
+            ema_params, [p.detach() for p in self.generator.parameters()], 1.0 - self.hparams.ema_decay
+        )
+        for ema_buf, buf in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            ema_buf.copy_(buf)
+
+    @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """G(z) in eval mode (BatchNorm running stats), images in [-1, 1]; defaults to the fixed noise."""
+        """Images in [-1, 1] from the EMA generator when on, else G; eval mode (BatchNorm running stats).
+
+        ``z`` defaults to the fixed noise.
+        """
         z = self.fixed_noise if z is None else z.to(self.device)
-        was_training = self.generator.training
-        self.generator.eval()
+        net = self.generator_ema if self.generator_ema is not None else self.generator
+        was_training = net.training
+        net.eval()
         try:
-            return self.generator(z).float()
+            return net(z).float()
         finally:
-            self.generator.train(was_training)
+            net.train(was_training)

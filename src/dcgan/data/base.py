@@ -88,6 +88,12 @@ class InMemoryDataModule(L.LightningDataModule):
         """Return every training image as uint8 (N, C, image_size, image_size)."""
         raise NotImplementedError
 
+    num_classes: int | None = None  # data sets with class labels set this and implement load_labels
+
+    def load_labels(self) -> torch.Tensor:
+        """Class index (int64) of every image, in the order of :meth:`load_images`."""
+        raise DataError(f"{self.name} has no class labels; metrics and probes that need them are unavailable.")
+
     def write_cache(self, path: Path) -> None:
         """Decode into the .npy file ``path``; large data sets override this to stream into a memmap."""
         np.save(path, self.load_images().numpy())

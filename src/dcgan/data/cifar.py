@@ -38,12 +38,14 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_cifar_batch(path: Path) -> np.ndarray:
-    """One CIFAR python pickle -> (N, 3, 32, 32) uint8."""
+def read_cifar_batch(path: Path, key: bytes = b"data") -> np.ndarray:
+    """One CIFAR python pickle -> its images (N, 3, 32, 32) uint8, or its ``b"labels"`` (N,) int64."""
     try:
         with path.open("rb") as f:
             entry = pickle.load(f, encoding="bytes")
-        data = np.asarray(entry[b"data"], dtype=np.uint8)
+        if key == b"labels":
+            return np.asarray(entry[key], dtype=np.int64)
+        data = np.asarray(entry[key], dtype=np.uint8)
         return data.reshape(-1, 3, 32, 32)
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError) as err:
         raise DataError(
@@ -60,6 +62,7 @@ class CIFAR10DataModule(InMemoryDataModule):
     """
 
     name = "CIFAR-10"
+    num_classes = 10
 
     def __init__(
         self,
@@ -147,3 +150,10 @@ class CIFAR10DataModule(InMemoryDataModule):
             resized = F.interpolate(images.float(), size=self.image_size, mode="bilinear", antialias=True)
             images = resized.round_().clamp_(0, 255).to(torch.uint8)
         return images
+
+    def load_labels(self) -> torch.Tensor:
+        if missing := self._missing_files():
+            raise self._missing(missing, "prepare_data did not provide them")
+        return torch.from_numpy(
+            np.concatenate([read_cifar_batch(self.folder / n, b"labels") for n in SPLITS[self.split]])
+        )

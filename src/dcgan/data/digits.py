@@ -12,6 +12,7 @@ class DigitsDataModule(InMemoryDataModule):
     """UCI optical digits as shipped inside scikit-learn, upsampled (bilinear) from 8x8 to ``image_size``."""
 
     name = "digits"
+    num_classes = 10
 
     def load_images(self) -> torch.Tensor:
         from sklearn.datasets import load_digits
@@ -19,3 +20,8 @@ class DigitsDataModule(InMemoryDataModule):
         pixels = torch.from_numpy(load_digits().images).float().unsqueeze(1)  # (1797, 1, 8, 8) in [0, 16]
         big = F.interpolate(pixels, size=self.image_size, mode="bilinear", align_corners=False)
         return (big * (255.0 / 16.0)).round_().clamp_(0, 255).to(torch.uint8)
+
+    def load_labels(self) -> torch.Tensor:
+        from sklearn.datasets import load_digits
+
+        return torch.from_numpy(load_digits().target).long()

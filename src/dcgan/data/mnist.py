@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from dcgan.data.base import DataError, InMemoryDataModule
 
 _IMAGE_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
-_IMAGES_MAGIC = 2051
+_LABEL_FILES = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
+_IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
 
 
 def read_idx_images(path: Path) -> np.ndarray:
@@ -41,6 +42,18 @@ def read_idx_images(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, h, w)
 
 
+def read_idx_labels(path: Path) -> np.ndarray:
+    """Read an IDX1 label file (plain or .gz) into a (N,) uint8 array, checking its header."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"{path} is not a readable IDX file ({err}). Delete it and fetch it again.") from err
+    magic, n = (int(v) for v in np.frombuffer(raw[:8], dtype=">i4")) if len(raw) >= 8 else (0, -1)
+    if magic != _LABELS_MAGIC or len(raw) != 8 + n:
+        raise DataError(f"{path} is not a complete IDX1 labels file. Delete it and fetch it again.")
+    return np.frombuffer(raw, dtype=np.uint8, offset=8)
+
+
 class MNISTDataModule(InMemoryDataModule):
     """MNIST digits, 28x28 gray, fitted to ``image_size``.
 
@@ -51,6 +64,7 @@ class MNISTDataModule(InMemoryDataModule):
 
     name = "MNIST"
     folder = "MNIST"  # torchvision's folder name, and its dataset class name
+    num_classes = 10
 
     def __init__(
         self,
@@ -76,12 +90,21 @@ class MNISTDataModule(InMemoryDataModule):
     def raw_dir(self) -> Path:
         return self.data_dir / self.folder / "raw"
 
-    def _image_file(self) -> Path | None:
-        stem = self.raw_dir / _IMAGE_FILES[self.split]
+    def _image_file(self, files: dict[str, str] = _IMAGE_FILES) -> Path | None:
+        stem = self.raw_dir / files[self.split]
         for candidate in (stem, stem.with_name(stem.name + ".gz")):
             if candidate.is_file():
                 return candidate
         return None
+
+    def load_labels(self) -> torch.Tensor:
+        path = self._image_file(_LABEL_FILES)
+        if path is None:
+            name = _LABEL_FILES[self.split]
+            raise DataError(
+                f"{self.name}: labels file {name}[.gz] not found in {self.raw_dir}; put it beside the images."
+            )
+        return torch.from_numpy(read_idx_labels(path).astype(np.int64))
 
     def _torchvision_download(self) -> None:
         import torchvision.datasets
