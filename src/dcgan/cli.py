@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -10,14 +11,17 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig
 
+from dcgan import sampling
 from dcgan.data import DataError
 from dcgan.metrics.callback import QualityMetrics
+from dcgan.module import DCGAN
 
 log = logging.getLogger("dcgan")
 
@@ -109,3 +113,76 @@ def main(cfg: DictConfig) -> None:
     except DataError as err:  # the message already says what is wrong and how to fix it
         log.error("%s", err)
         sys.exit(2)
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+
+
+def load_model(ckpt_path: str, device: str = "auto", ema: bool = True) -> DCGAN:
+    """A trained DCGAN from its checkpoint alone, in eval mode; ``ema=False`` samples G instead of its EMA."""
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={ckpt_path}: no such checkpoint. Runs keep theirs in <run dir>/checkpoints/."
+        )
+    model = DCGAN.load_from_checkpoint(path, map_location=_device(device), weights_only=False).eval()
+    if not ema:
+        model.generator_ema = None
+    return model
+
+
+def generate(cfg: DictConfig) -> dict[str, Path]:
+    """Write what ``conf/generate.yaml`` asks for; returns the paths written."""
+    model = load_model(cfg.ckpt_path, cfg.device, cfg.ema)
+    out, nz, seed = Path(cfg.out), model.generator.nz, cfg.seed
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if cfg.grid:
+        images = model.sample(sampling.noise(cfg.grid, nz, seed))
+        sampling.grid_image(images, nrow=math.ceil(math.sqrt(cfg.grid))).save(
+            written.setdefault("grid", out / "grid.png")
+        )
+    if cfg.n:
+        z = sampling.noise(cfg.n, nz, seed + 1)
+        sampling.save_pngs(sampling.in_batches(model.sample, z, cfg.batch_size), out / "samples")
+        written["samples"] = out / "samples"
+        if cfg.npz:
+            sampling.save_npz(sampling.in_batches(model.sample, z, cfg.batch_size), out / "images.npz")
+            written["npz"] = out / "images.npz"
+    pairs, steps = cfg.interpolation.pairs, cfg.interpolation.steps
+    if pairs:
+        path = sampling.interpolation(
+            model.sample, sampling.noise(pairs, nz, seed + 2), sampling.noise(pairs, nz, seed + 3), steps
+        )
+        sampling.grid_image(path.flatten(0, 1), nrow=steps).save(
+            written.setdefault("interpolation", out / "interpolation.png")
+        )
+        if cfg.interpolation.gif:
+            frames = [sampling.grid_image(path[:, t], nrow=math.ceil(math.sqrt(pairs))) for t in range(steps)]
+            sampling.save_gif(frames, written.setdefault("gif", out / "interpolation.gif"))
+    arith = cfg.arithmetic
+    if arith.pool:
+        pool = sampling.noise(arith.pool, nz, seed + 4)
+        nrow = math.ceil(math.sqrt(arith.pool))
+        sampling.grid_image(model.sample(pool), nrow).save(written.setdefault("pool", out / "arithmetic_pool.png"))
+        if arith.a and arith.b and arith.c:
+            bad = [i for i in (*arith.a, *arith.b, *arith.c) if not 0 <= i < arith.pool]
+            if bad:
+                raise ValueError(
+                    f"arithmetic indices {bad} are outside the pool of {arith.pool} (0..{arith.pool - 1})."
+                )
+            target = sampling.vector_arithmetic(pool, arith.a, arith.b, arith.c)
+            means = torch.stack([pool[list(ix)].mean(0) for ix in (arith.a, arith.b, arith.c)])
+            jitter = 0.25 * sampling.noise(arith.variants, nz, seed + 5)
+            row = model.sample(torch.cat([means, target + jitter]))
+            sampling.grid_image(row, nrow=len(row)).save(written.setdefault("arithmetic", out / "arithmetic.png"))
+    for name, path in written.items():
+        log.info("%s: %s", name, path)
+    return written
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
+def generate_main(cfg: DictConfig) -> None:
+    """``python generate.py`` / ``dcgan-generate``."""
+    generate(cfg)
