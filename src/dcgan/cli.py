@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -22,6 +24,7 @@ from dcgan import sampling
 from dcgan.data import DataError
 from dcgan.metrics.callback import QualityMetrics
 from dcgan.module import DCGAN
+from dcgan.probe import linear_probe
 
 log = logging.getLogger("dcgan")
 
@@ -166,16 +169,8 @@ def generate(cfg: DictConfig) -> dict[str, Path]:
         pool = sampling.noise(arith.pool, nz, seed + 4)
         nrow = math.ceil(math.sqrt(arith.pool))
         sampling.grid_image(model.sample(pool), nrow).save(written.setdefault("pool", out / "arithmetic_pool.png"))
-        if arith.a and arith.b and arith.c:
-            bad = [i for i in (*arith.a, *arith.b, *arith.c) if not 0 <= i < arith.pool]
-            if bad:
-                raise ValueError(
-                    f"arithmetic indices {bad} are outside the pool of {arith.pool} (0..{arith.pool - 1})."
-                )
-            target = sampling.vector_arithmetic(pool, arith.a, arith.b, arith.c)
-            means = torch.stack([pool[list(ix)].mean(0) for ix in (arith.a, arith.b, arith.c)])
-            jitter = 0.25 * sampling.noise(arith.variants, nz, seed + 5)
-            row = model.sample(torch.cat([means, target + jitter]))
+        if arith.a or arith.b or arith.c:
+            row = model.sample(sampling.arithmetic_row(pool, arith.a, arith.b, arith.c, arith.variants, seed + 5))
             sampling.grid_image(row, nrow=len(row)).save(written.setdefault("arithmetic", out / "arithmetic.png"))
     for name, path in written.items():
         log.info("%s: %s", name, path)
@@ -186,3 +181,57 @@ def generate(cfg: DictConfig) -> dict[str, Path]:
 def generate_main(cfg: DictConfig) -> None:
     """``python generate.py`` / ``dcgan-generate``."""
     generate(cfg)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Quality of a checkpoint's samples and the linear probe on its discriminator; prints a table, writes JSON."""
+    model = load_model(cfg.ckpt_path, cfg.device, cfg.ema)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    metrics = QualityMetrics(
+        num_samples=cfg.num_samples,
+        batch_size=cfg.batch_size,
+        cache_dir=cfg.paths.cache_dir,
+        seed=cfg.seed,
+        **cfg.quality,
+    )
+    report: dict[str, Any] = {"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "num_samples": cfg.num_samples}
+    suite = metrics.build_suite(datamodule, model.device)
+    report["quality"] = suite.score(metrics.fake_batches(model)) if suite else {}
+    if cfg.probe.enabled and getattr(datamodule, "num_classes", None):
+        result = linear_probe(
+            model.discriminator,
+            datamodule.images,
+            datamodule.load_labels(),
+            cfg.probe.train_size,
+            cfg.probe.test_size,
+            C=cfg.probe.C,
+            seed=cfg.seed,
+        )
+        report["probe"] = vars(result)
+    rows = [(k, f"{v:.4f}") for k, v in report["quality"].items()]
+    if "probe" in report:
+        p = report["probe"]
+        rows += [
+            ("probe/accuracy", f"{p['accuracy']:.4f}"),
+            ("probe/chance", f"{p['chance']:.4f}"),
+            ("probe/setup", f"{p['num_features']} D features, {p['train_size']} train / {p['test_size']} test"),
+        ]
+    width = max(len(k) for k, _ in rows) if rows else 0
+    table = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    out = Path(HydraConfig.get().runtime.output_dir) / "evaluation.json" if HydraConfig.initialized() else None
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2))
+    print(f"{report['ckpt_path']} ({cfg.num_samples} samples)\n{table}" + (f"\nJSON: {out}" if out else ""))
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
+def evaluate_main(cfg: DictConfig) -> None:
+    """``python evaluate.py`` / ``dcgan-evaluate``."""
+    try:
+        evaluate(cfg)
+    except DataError as err:
+        log.error("%s", err)
+        sys.exit(2)

@@ -82,3 +82,19 @@ def save_gif(frames: Sequence[Image.Image], path: Path, ms_per_frame: int = 120)
 def vector_arithmetic(z: torch.Tensor, a: Sequence[int], b: Sequence[int], c: Sequence[int]) -> torch.Tensor:
     """mean(z[a]) - mean(z[b]) + mean(z[c]): e.g. smiling woman - neutral woman + neutral man (paper, fig. 7)."""
     return z[list(a)].mean(0) - z[list(b)].mean(0) + z[list(c)].mean(0)
+
+
+def arithmetic_row(
+    pool: torch.Tensor, a: Sequence[int], b: Sequence[int], c: Sequence[int], variants: int, seed: int
+) -> torch.Tensor:
+    """z for one figure row: mean z[a], mean z[b], mean z[c], the result, then ``variants`` results plus
+    0.25 * N(0, I) noise (as in the paper, to show how stable the result is). Indices point into ``pool``."""
+    bad = [i for i in (*a, *b, *c) if not 0 <= i < len(pool)]
+    if bad or not (a and b and c):
+        raise ValueError(
+            f"arithmetic indices a={list(a)}, b={list(b)}, c={list(c)}: each list needs at least one index in "
+            f"0..{len(pool) - 1} (the numbered pool){f'; out of range: {bad}' if bad else ''}."
+        )
+    target = vector_arithmetic(pool, a, b, c)
+    means = torch.stack([pool[list(group)].mean(0) for group in (a, b, c)])
+    return torch.cat([means, target[None], target + 0.25 * noise(variants, pool.size(1), seed)])

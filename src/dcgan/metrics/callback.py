@@ -33,10 +33,10 @@ class QualityMetrics(L.Callback):
     def __init__(
         self,
         every_n_epochs: int = 1,
-        num_samples: int = 2000,
+        num_samples: int = 1000,
         batch_size: int = 500,
         classifier: str = "auto",
-        classifier_steps: int = 500,
+        classifier_steps: int = 1000,
         inception: str = "auto",
         inception_weights: str | None = None,
         cache_dir: str | None = None,
@@ -94,14 +94,15 @@ class QualityMetrics(L.Callback):
         for chunk in idx.split(self.batch_size):
             yield to_unit_range(images[chunk])
 
-    def _fake(self, pl_module: L.LightningModule) -> Iterator[torch.Tensor]:
+    def fake_batches(self, pl_module: L.LightningModule) -> Iterator[torch.Tensor]:
+        """``num_samples`` images from the model's ``sample`` (EMA when on), from a fixed seed."""
         gen = torch.Generator().manual_seed(self.seed)
         for start in range(0, self.num_samples, self.batch_size):
             n = min(self.batch_size, self.num_samples - start)
             yield pl_module.sample(torch.randn(n, pl_module.generator.nz, generator=gen))
 
-    def _build(self, trainer: L.Trainer, pl_module: L.LightningModule) -> QualitySuite | None:
-        dm = trainer.datamodule
+    def build_suite(self, dm: L.LightningDataModule, device: torch.device) -> QualitySuite | None:
+        """The metrics available for ``dm``, with its real features computed; None when there are none."""
         names = self.available(dm)
         if not names:
             return None
@@ -118,16 +119,16 @@ class QualityMetrics(L.Callback):
         weights = inception_weights(self.inception_path) if "val/fid" in names else None
         if classifier is None and weights is None:
             return None
-        return QualitySuite(self._real(dm), classifier=classifier, inception=weights, device=pl_module.device)
+        return QualitySuite(self._real(dm), classifier=classifier, inception=weights, device=device)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking or trainer.fast_dev_run:
             return  # fast_dev_run: a smoke test of the training hooks, like Lightning's own logging and checkpoints
         if self.suite is None:
-            self.suite = self._build(trainer, pl_module)
+            self.suite = self.build_suite(trainer.datamodule, pl_module.device)
         if self.suite is None:
             return
-        results = self.suite.score(self._fake(pl_module))
+        results = self.suite.score(self.fake_batches(pl_module))
         for name, value in results.items():  # for ModelCheckpoint(monitor=...) and train()'s return value
             pl_module.log(name, value, on_step=False, on_epoch=True, logger=False)
         for logger in trainer.loggers:  # at global_step, the x-axis of every other chart
