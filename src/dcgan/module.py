@@ -38,6 +38,8 @@ class DCGAN(L.LightningModule):
         num_fixed_samples: int = 64,
         seed: int = 0,
         ema_decay: float | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(n_critic, int) or n_critic < 1:
@@ -55,6 +57,15 @@ class DCGAN(L.LightningModule):
         self.register_buffer("fixed_noise", fixed)  # saved in checkpoints: grids stay comparable across resumes
         self._noise_gen: torch.Generator | None = None
 
+    def configure_model(self) -> None:
+        """Speed switches, applied once the module sits on its device (before the optimizers are built)."""
+        if self.hparams.channels_last:  # NHWC: faster convolutions with oneDNN (CPU) and tensor cores (GPU)
+            self.to(memory_format=torch.channels_last)
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.generator.compile()  # in place: parameter names, and so checkpoints, stay the same
+            self.discriminator.compile()
+            self._compiled = True
+
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         make = instantiate(self.hparams.optim, _convert_="all")  # a partial: Adam(params) with lr, betas
         return make(self.generator.parameters()), make(self.discriminator.parameters())
@@ -70,6 +81,8 @@ class DCGAN(L.LightningModule):
     def training_step(self, real: torch.Tensor, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         real = real.to(self.dtype)  # batches arrive as float32; "bf16-true"/"16-true" weights need their dtype
+        if self.hparams.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
         z = self.noise(real.size(0))
         # After this batch's D step, is it G's turn? Derived from global_step so it survives resume.
         g_turn = (self.global_step + 1) % (self.hparams.n_critic + 1) == self.hparams.n_critic

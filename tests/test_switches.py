@@ -1,0 +1,70 @@
+"""Each speed switch trains the same maths: loss trajectories match the plain fp32 run within tolerance."""
+
+import lightning as L
+import pytest
+import torch
+
+from dcgan.module import DCGAN
+from tests.conftest import TensorDataModule
+
+
+class Losses(L.Callback):
+    def __init__(self) -> None:
+        self.values: list[tuple[float, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        m = trainer.callback_metrics
+        self.values.append((float(m["loss/d"]), float(m["loss/g"])))
+
+
+def trajectory(batches: int = 4, precision: str = "32-true", fused: bool | None = None, **switches) -> torch.Tensor:
+    torch.manual_seed(0)
+    module = DCGAN(
+        generator={"_target_": "dcgan.nets.Generator", "nz": 16, "ngf": 8, "image_size": 16, "channels": 1},
+        discriminator={"_target_": "dcgan.nets.Discriminator", "ndf": 8, "image_size": 16, "channels": 1},
+        optim={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.5, 0.999], "fused": fused},
+        num_fixed_samples=4,
+        **switches,
+    )
+    images = torch.randint(0, 256, (128, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    losses = Losses()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=2 * batches, precision=precision, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[losses],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=TensorDataModule(images, batch_size=32))
+    return torch.tensor(losses.values)
+
+
+@pytest.fixture(scope="module")
+def baseline() -> torch.Tensor:
+    return trajectory()
+
+
+def test_channels_last_trains_the_same(baseline: torch.Tensor) -> None:
+    torch.testing.assert_close(trajectory(channels_last=True), baseline, atol=1e-4, rtol=1e-4)
+
+
+def test_fused_adam_trains_the_same(baseline: torch.Tensor) -> None:
+    torch.testing.assert_close(trajectory(fused=True), baseline, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_autocast_stays_close(baseline: torch.Tensor) -> None:
+    """bf16 keeps ~3 significant digits, so the losses agree to a few percent over the first steps."""
+    torch.testing.assert_close(trajectory(precision="bf16-mixed"), baseline, atol=0.05, rtol=0.05)
+
+
+def test_compile_trains_the_same(baseline: torch.Tensor) -> None:
+    torch.testing.assert_close(trajectory(compile=True), baseline, atol=1e-4, rtol=1e-4)
+
+
+def test_compiled_checkpoints_keep_plain_parameter_names() -> None:
+    module = DCGAN(
+        generator={"_target_": "dcgan.nets.Generator", "nz": 16, "ngf": 8, "image_size": 16, "channels": 1},
+        discriminator={"_target_": "dcgan.nets.Discriminator", "ndf": 8, "image_size": 16, "channels": 1},
+        optim={"_target_": "torch.optim.Adam", "_partial_": True},
+        compile=True,
+    )
+    names = set(module.state_dict())
+    module.configure_model()
+    assert set(module.state_dict()) == names and not any("_orig_mod" in n for n in names)
