@@ -92,7 +92,7 @@ from dcgan.nets import Discriminator, Generator
 SWITCHES = ("channels_last", "bf16", "compile", "fused", "cudnn_benchmark")
 BEST = frozenset({"channels_last", "bf16", "fused"})
 DEFAULT_SWITCHES = "none,channels_last,bf16,bf16+channels_last,fused"
-DEFAULT_STEPS = "32:24,64:10"  # timed batches per repetition, per image size
+DEFAULT_STEPS = "32:10,64:5"  # timed batches per run, per image size: keeps the default run near 10 min on 2 cores
 DEFAULT_CHANNELS = {32: 1, 64: 3}  # 32px gray, 64px RGB; other sizes RGB unless written SIZE:CHANNELS
 LR, BETAS = 2e-4, (0.5, 0.999)
 MIB = 2**20
@@ -249,10 +249,44 @@ def fresh_compile_cache() -> None:
     torch._dynamo.reset()
 
 
+class CpuWatch:
+    """Share of all CPUs that other processes used during a window: /proc/stat busy time minus our own.
+
+    A bench on a shared machine is only as good as its quietest run; this flags the runs that were not quiet.
+    """
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float, float] | None = None
+
+    @staticmethod
+    def _busy_seconds() -> float | None:
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    def start(self) -> None:
+        busy = self._busy_seconds()
+        self._start = None if busy is None else (time.perf_counter(), busy, time.process_time())
+
+    def stop(self) -> float | None:
+        busy = self._busy_seconds()
+        if self._start is None or busy is None:
+            return None
+        wall0, busy0, own0 = self._start
+        wall = time.perf_counter() - wall0
+        others = (busy - busy0) - (time.process_time() - own0)
+        return max(0.0, others) / (wall * (os.cpu_count() or 1))
+
+
 @dataclass
 class RunResult:
     img_per_s: float
     peak_bytes: int
+    others_cpu: float | None  # share of all CPUs used by other processes in the timed window
 
 
 @dataclass
@@ -336,19 +370,22 @@ def run_plain(images: torch.Tensor, cfg: NetConfig, switches: frozenset[str], pl
             disc.requires_grad_(True)
 
     start = seconds = 0.0
+    watch = CpuWatch()
     source = batches(images, plan.batch_size, plan.seed)
     for i in range(plan.warmup + plan.steps + 1):
         real = next(source).to(device).float().div_(127.5).sub_(1.0)  # uint8 -> [-1, 1], as to_unit_range
         if i == plan.warmup:
             synchronize(device)
+            watch.start()
             start = time.perf_counter()
         elif i == plan.warmup + plan.steps:
             synchronize(device)
             seconds = time.perf_counter() - start
+            others = watch.stop()
             break
         step(real)
     peak = mem.read()
-    return RunResult(plan.steps * plan.batch_size / seconds, peak)
+    return RunResult(plan.steps * plan.batch_size / seconds, peak, others)
 
 
 # --- (b) the project's LightningModule under a Trainer ------------------------------------------------
@@ -376,14 +413,18 @@ class WindowTimer(L.Callback):
         self.start: float | None = None
         self.seconds: float | None = None
         self.peak = 0
+        self.watch = CpuWatch()
+        self.others: float | None = None
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if self.batches == self.warmup:
             synchronize(self.device)
+            self.watch.start()
             self.start = time.perf_counter()
         elif self.batches == self.warmup + self.steps and self.start is not None:
             synchronize(self.device)
             self.seconds = time.perf_counter() - self.start
+            self.others = self.watch.stop()
             self.peak = self.mem.read()
         self.batches += 1
 
@@ -436,7 +477,7 @@ def run_lightning(
         trainer.fit(module, datamodule=SyntheticDataModule(images, plan.batch_size, plan.seed))
     if timer.seconds is None:
         raise RuntimeError(f"Lightning stopped after {timer.batches} batches, before the timed window ended.")
-    return RunResult(plan.steps * plan.batch_size / timer.seconds, timer.peak)
+    return RunResult(plan.steps * plan.batch_size / timer.seconds, timer.peak, timer.others)
 
 
 # --- driver -------------------------------------------------------------------------------------------
@@ -464,13 +505,33 @@ def usable_switch_sets(sets: list[frozenset[str]], device: torch.device) -> list
     return out
 
 
+CONTENDED = 0.10  # other processes used more than this share of the CPUs in a timed window
+
+
+def max_others(results: list[RunResult]) -> float | None:
+    values = [r.others_cpu for r in results if r.others_cpu is not None]
+    return max(values) if values else None
+
+
+def fmt_share(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.0f}%"
+
+
 def fmt_range(results: list[RunResult]) -> str:
     values = [r.img_per_s for r in results]
     return f"{statistics.median(values):8.1f} ({min(values):.0f}-{max(values):.0f})"
 
 
 def print_table(rows: list[Row], mem_kind: str) -> None:
-    headers = ("config", "switches", "plain img/s", "lightning img/s", "ratio b/a", f"{mem_kind} MiB plain/lightn.")
+    headers = (
+        "config",
+        "switches",
+        "plain img/s",
+        "lightning img/s",
+        "ratio b/a",
+        f"{mem_kind} MiB plain/lightn.",
+        "others' CPU (max)",
+    )
     body = [
         (
             r.cfg.label,
@@ -479,6 +540,7 @@ def print_table(rows: list[Row], mem_kind: str) -> None:
             fmt_range(r.lightning),
             f"{r.ratio:.3f}",
             f"{max(x.peak_bytes for x in r.plain) / MIB:.0f} / {max(x.peak_bytes for x in r.lightning) / MIB:.0f}",
+            fmt_share(max_others(r.plain + r.lightning)),
         )
         for r in rows
     ]
@@ -491,6 +553,13 @@ def print_table(rows: list[Row], mem_kind: str) -> None:
 
 
 def print_summary(rows: list[Row], device: torch.device) -> None:
+    busy = [r for r in rows if (m := max_others(r.plain + r.lightning)) is not None and m > CONTENDED]
+    if busy:
+        names = ", ".join(f"{r.cfg.label} [{switch_label(r.switches)}]" for r in busy)
+        print(
+            f"WARNING: other processes used > {CONTENDED:.0%} of the CPUs during timed runs of {names}: "
+            "those numbers are not trustworthy; rerun them on a quiet machine."
+        )
     plain_off = {r.cfg: Row.median(r.plain) for r in rows if not r.switches}
     checks = [r for r in rows if not r.switches]
     for r in checks:
@@ -593,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  [{switch_label(switches)}] rep {rep + 1}/{args.repeats} ({order[0]} first): "
                     f"plain {p.img_per_s:.1f} img/s, {p.peak_bytes / MIB:.0f} MiB | "
-                    f"lightning {lt.img_per_s:.1f} img/s, {lt.peak_bytes / MIB:.0f} MiB",
+                    f"lightning {lt.img_per_s:.1f} img/s, {lt.peak_bytes / MIB:.0f} MiB | "
+                    f"others' CPU {fmt_share(p.others_cpu)} / {fmt_share(lt.others_cpu)}",
                     flush=True,
                 )
             rows.append(row)
