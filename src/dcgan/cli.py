@@ -25,10 +25,8 @@ from dcgan.data import DataError
 from dcgan.metrics.callback import QualityMetrics
 from dcgan.module import DCGAN
 from dcgan.probe import linear_probe
-from dcgan.speed import register_resolvers
 
 log = logging.getLogger("dcgan")
-register_resolvers()  # before Hydra composes any config that names them
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
