@@ -1,5 +1,8 @@
 """Each speed switch trains the same maths: loss trajectories match the plain fp32 run within tolerance."""
 
+import os
+import sys
+
 import lightning as L
 import pytest
 import torch
@@ -68,3 +71,50 @@ def test_compiled_checkpoints_keep_plain_parameter_names() -> None:
     names = set(module.state_dict())
     module.configure_model()
     assert set(module.state_dict()) == names and not any("_orig_mod" in n for n in names)
+
+
+def test_the_cpu_defaults_together_stay_close(baseline: torch.Tensor) -> None:
+    """channels_last + bf16 autocast, what a CPU with native bf16 trains with by default."""
+    torch.testing.assert_close(trajectory(precision="bf16-mixed", channels_last=True), baseline, atol=0.05, rtol=0.05)
+
+
+class ReadsOffDevice(L.Callback):
+    """Counts the values the training loop copies to the host, per batch (a blocking sync on CUDA).
+
+    Adam's step counters are host tensors by design (its ``.item()`` on them never syncs): not counted.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batch = -1
+        self.reads: dict[int, int] = {}
+        for name in ("item", "tolist", "__float__", "__bool__", "cpu"):
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, **kwargs):
+                if f"torch{os.sep}optim{os.sep}" not in sys._getframe(1).f_code.co_filename:
+                    self.reads[self.batch] = self.reads.get(self.batch, 0) + 1
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        self.batch = trainer.fit_loop.batch_idx
+
+
+def test_no_host_reads_except_at_logging_steps(monkeypatch) -> None:
+    module = DCGAN(
+        generator={"_target_": "dcgan.nets.Generator", "nz": 16, "ngf": 8, "image_size": 16, "channels": 1},
+        discriminator={"_target_": "dcgan.nets.Discriminator", "ndf": 8, "image_size": 16, "channels": 1},
+        optim={"_target_": "torch.optim.Adam", "_partial_": True},
+        num_fixed_samples=4,
+    )
+    images = torch.randint(0, 256, (256, 1, 16, 16), dtype=torch.uint8)
+    reads = ReadsOffDevice(monkeypatch)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=16, log_every_n_steps=4, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[reads],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=TensorDataModule(images, batch_size=32))
+    logging_batches = {3, 7}  # Lightning logs when (batch_idx + 1) % log_every_n_steps == 0
+    quiet = {b: n for b, n in reads.reads.items() if b in range(8) and b not in logging_batches}
+    assert not quiet, f"host reads in non-logging batches: {quiet}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -22,6 +23,8 @@ from omegaconf import DictConfig
 
 from dcgan import sampling
 from dcgan.data import DataError
+from dcgan.distributed import describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
+from dcgan.hardware import register_resolvers
 from dcgan.metrics.callback import QualityMetrics
 from dcgan.module import DCGAN
 from dcgan.probe import linear_probe
@@ -29,6 +32,7 @@ from dcgan.probe import linear_probe
 log = logging.getLogger("dcgan")
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+register_resolvers()  # before Hydra composes conf/: trainer/default.yaml picks its precision through one
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -53,6 +57,13 @@ def _quiet_advisories() -> None:
     warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization.*")
     # A resumed run writes to its own new run dir by design; the old dir's top-k bookkeeping is moot.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded.*")
+
+
+@rank_zero_only
+def _announce_devices(trainer: L.Trainer) -> None:
+    log.info("Devices: %s", describe_devices(trainer))
+    if slot := os.environ.get("DCGAN_LAUNCH_SLOT"):  # set by hydra/launcher=gpus
+        log.info("Launcher: %s", slot)
 
 
 @rank_zero_only
@@ -95,24 +106,44 @@ def _check_sync_batchnorm(trainer: L.Trainer, sync_batchnorm: bool) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the model ``cfg`` describes; returns the final logged metrics as floats."""
     _quiet_advisories()
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, _recursive_=False)
-    callbacks = _drop_unmonitorable(_instantiate_all(cfg.get("callbacks")), datamodule)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")))
-    _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
-    output_dir = Path(cfg.paths.output_dir).resolve()
-    _announce(output_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    _announce(output_dir, trainer)
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    with job_scope():
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule = instantiate(cfg.data)
+        model = instantiate(cfg.model, _recursive_=False)
+        callbacks = _drop_unmonitorable(_instantiate_all(cfg.get("callbacks")), datamodule)
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")))
+        _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
+        output_dir = Path(cfg.paths.output_dir).resolve()
+        use_job_rank_launcher(trainer, cfg, output_dir)
+        find_unused_parameters(trainer)
+        _announce(output_dir)
+        _announce_devices(trainer)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        _announce(output_dir, trainer)
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The value a sweeper optimises: ``metrics[cfg.optimized_metric]``, or None when no metric is named."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(
+            f"optimized_metric={name}: this run logged no such metric (it logged {sorted(metrics) or 'none'}). "
+            "Name one of those, or make the run log it (val/cfid needs labelled data and callbacks.quality)."
+        )
+    return metrics[name]
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
-    """``python train.py`` / ``dcgan-train``: Hydra composes ``conf/train.yaml`` with the overrides."""
+def main(cfg: DictConfig) -> float | None:
+    """``python train.py`` / ``dcgan-train``: Hydra composes ``conf/train.yaml`` with the overrides.
+
+    Returns ``optimized_metric``'s final value, which Hydra hands to sweepers (Optuna minimises it).
+    """
     try:
-        train(cfg)
+        return objective(cfg, train(cfg))
     except DataError as err:  # the message already says what is wrong and how to fix it
         log.error("%s", err)
         sys.exit(2)
@@ -235,3 +266,7 @@ def evaluate_main(cfg: DictConfig) -> None:
     except DataError as err:
         log.error("%s", err)
         sys.exit(2)
+
+
+if __name__ == "__main__":  # python -m dcgan.cli: how dcgan.distributed starts the other DDP ranks of a job
+    main()

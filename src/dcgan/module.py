@@ -13,6 +13,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from dcgan.losses import d_loss_bce, g_loss_nonsaturating
 
+_MASK64 = 2**64 - 1
+
+
+def _mix(*values: int) -> int:
+    """One 63-bit seed from several integers (splitmix64, Steele et al. 2014).
+
+    Every input bit reaches the low 32 bits, which are all a CPU ``torch.Generator`` uses: packing
+    (seed, rank, step) into separate bit fields would give every rank and seed the same CPU noise.
+    """
+    x = 0
+    for value in values:
+        x = (x + value + 0x9E3779B97F4A7C15) & _MASK64
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+        x ^= x >> 31
+    return x >> 1
+
 
 def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
@@ -74,8 +91,7 @@ class DCGAN(L.LightningModule):
         """z for this step, a pure function of (seed, rank, global_step): a resumed run draws the same z."""
         if self._noise_gen is None or self._noise_gen.device != self.device:
             self._noise_gen = torch.Generator(self.device)
-        key = ((self.hparams.seed * 4096 + self.global_rank) << 32) + self.global_step
-        self._noise_gen.manual_seed(key & (2**63 - 1))
+        self._noise_gen.manual_seed(_mix(self.hparams.seed, self.global_rank, self.global_step))
         return torch.randn(n, self.generator.nz, device=self.device, generator=self._noise_gen)
 
     def training_step(self, real: torch.Tensor, batch_idx: int) -> None:
@@ -118,7 +134,8 @@ class DCGAN(L.LightningModule):
         logs["step"] = torch.full((), float(self.global_step), device=self.device)
         # No prog_bar=True: Lightning would read those values off the device every batch.
         # GANProgressBar shows the losses when it refreshes.
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(z))
+        # sync_dist: under DDP each value is the mean over ranks (an all-reduce, no host sync); alone a no-op.
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(z), sync_dist=True)
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -124,11 +124,14 @@ class QualityMetrics(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking or trainer.fast_dev_run:
             return  # fast_dev_run: a smoke test of the training hooks, like Lightning's own logging and checkpoints
-        if self.suite is None:
-            self.suite = self.build_suite(trainer.datamodule, pl_module.device)
-        if self.suite is None:
+        results = None
+        if trainer.is_global_zero:  # one scorer (and one classifier cache writer); the other ranks wait for it
+            if self.suite is None:
+                self.suite = self.build_suite(trainer.datamodule, pl_module.device)
+            results = self.suite.score(self.fake_batches(pl_module)) if self.suite is not None else None
+        results = trainer.strategy.broadcast(results, src=0)
+        if results is None:
             return
-        results = self.suite.score(self.fake_batches(pl_module))
         for name, value in results.items():  # for ModelCheckpoint(monitor=...) and train()'s return value
             pl_module.log(name, value, on_step=False, on_epoch=True, logger=False)
         for logger in trainer.loggers:  # at global_step, the x-axis of every other chart

@@ -76,19 +76,24 @@ class QualitySuite:
         device: torch.device | str = "cpu",
     ) -> None:
         self.device = torch.device(device)
+        # sync_on_compute=False: one process scores (rank zero under DDP, see QualityMetrics); no collectives.
         self.metrics: dict[str, Metric] = {}
         self.classifier = ClassifierFeatures(classifier, logits=True).to(self.device) if classifier else None
         if classifier is not None:
             self.metrics["val/cfid"] = FrechetInceptionDistance(
-                feature=ClassifierFeatures(classifier), reset_real_features=False
+                feature=ClassifierFeatures(classifier), reset_real_features=False, sync_on_compute=False
             )
         if inception is not None:
             features = InceptionFeatures(inception, "2048")
-            self.metrics["val/fid"] = FrechetInceptionDistance(feature=features, reset_real_features=False)
-            self.metrics["val/kid"] = KernelInceptionDistance(
-                feature=features, subset_size=kid_subset_size, reset_real_features=False
+            self.metrics["val/fid"] = FrechetInceptionDistance(
+                feature=features, reset_real_features=False, sync_on_compute=False
             )
-            self.metrics["val/is"] = InceptionScore(feature=InceptionFeatures(inception, "logits_unbiased"))
+            self.metrics["val/kid"] = KernelInceptionDistance(
+                feature=features, subset_size=kid_subset_size, reset_real_features=False, sync_on_compute=False
+            )
+            self.metrics["val/is"] = InceptionScore(
+                feature=InceptionFeatures(inception, "logits_unbiased"), sync_on_compute=False
+            )
         for metric in self.metrics.values():
             metric.to(self.device)
         self.num_real = 0

@@ -1,0 +1,96 @@
+"""Which devices each job of a parallel sweep gets: slots of GPUs (or CPU cores), held by a file lock.
+
+A sweep of J jobs on G GPUs with d GPUs per job runs K = G // d jobs at once. Jobs do not finish in
+order, so a job takes whichever slot is free when it starts (``fcntl`` locks in the sweep dir, released
+when the job ends or its process dies) rather than a slot fixed by its number.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """``groups[k]``: the device indices of slot k; ``kind``: "gpu" (CUDA indices) or "cpu" (core ids)."""
+
+    kind: str
+    groups: tuple[tuple[int, ...], ...]
+
+    @property
+    def n_jobs(self) -> int:
+        return len(self.groups)
+
+    def overrides(self, slot: int) -> list[str]:
+        """Config overrides that put a job on slot ``slot``: the GPUs it may use (CPU jobs keep theirs)."""
+        if self.kind != "gpu":
+            return []
+        return ["trainer.accelerator=gpu", f"trainer.devices=[{','.join(map(str, self.groups[slot]))}]"]
+
+    def describe(self, slot: int) -> str:
+        what = "GPUs" if self.kind == "gpu" else "CPU cores"
+        return f"slot {slot + 1} of {self.n_jobs}: {what} {list(self.groups[slot])}"
+
+    def pin(self, slot: int) -> None:
+        """CPU slots: run this process (and the DDP ranks it starts) on the slot's cores, one thread each."""
+        if self.kind != "cpu":
+            return
+        cores = self.groups[slot]
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, cores)
+        os.environ["OMP_NUM_THREADS"] = str(len(cores))  # Lightning's DDP and child processes follow it
+        import torch
+
+        torch.set_num_threads(len(cores))
+
+
+def plan_slots(
+    kind: str, device_count: int, devices_per_job: int | None, n_jobs: int | None, num_jobs: int
+) -> SlotPlan:
+    """Split ``device_count`` devices into slots.
+
+    GPUs: ``devices_per_job`` each (default 1), as many slots as fit (or ``n_jobs``).
+    CPU: ``n_jobs`` slots (default: one per job, at most one per core), the cores split evenly.
+    """
+    if device_count < 1:
+        raise ValueError(f"device_count={device_count}: expected >= 1 (GPUs, or CPU cores on a CPU-only machine).")
+    if kind == "gpu":
+        per_job = devices_per_job or 1
+        if per_job > device_count:
+            raise ValueError(
+                f"hydra.launcher.devices_per_job={per_job}, but this machine has {device_count} GPU(s). "
+                f"Use devices_per_job <= {device_count} (and trainer.devices to match)."
+            )
+        slots = min(n_jobs or device_count // per_job, device_count // per_job)
+    else:
+        slots = min(n_jobs or max(num_jobs, 1), device_count)
+        per_job = devices_per_job or device_count // slots
+        slots = min(slots, device_count // per_job)
+    return SlotPlan(kind, tuple(tuple(range(k * per_job, (k + 1) * per_job)) for k in range(slots)))
+
+
+@contextmanager
+def hold_slot(lock_dir: Path, n_slots: int, poll_s: float = 0.2) -> Iterator[int]:
+    """Waits for a free slot in ``lock_dir`` and holds it for the ``with`` block; yields its index."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        for slot in range(n_slots):
+            handle = open(lock_dir / f"slot{slot}.lock", "w")  # noqa: SIM115 - held open while the job runs
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                yield slot
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        time.sleep(poll_s)

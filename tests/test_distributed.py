@@ -1,0 +1,75 @@
+"""DDP on the CPU (gloo): two processes through ``train.py``, as a user starts them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.sync_batchnorm=false"]
+
+
+def run_train(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python train.py ARGS`` from the repository root, with TINY nets and the cache in tmp_path."""
+    tiny = [o for o in TINY if not o.startswith("trainer.devices")]
+    cmd = [sys.executable, "train.py", *tiny, f"paths.cache_dir={tmp_path / 'cache'}", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def probe(out: Path) -> list[str]:
+    return ["+callbacks.probe._target_=tests.probes.RankProbe", f"+callbacks.probe.out={out}"]
+
+
+def ranks(out: Path) -> list[dict]:
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_two_process_ddp_run_resumes(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    first = run_train([*DDP, "trainer.max_steps=8", f"hydra.run.dir={runs / 'a'}", *probe(tmp_path / "a")], tmp_path)
+
+    assert [p.name for p in runs.iterdir()] == ["a"], "exactly one run dir, shared by both ranks"
+    events = list((runs / "a").rglob("events.out.tfevents.*"))
+    assert len(events) == 1, f"one TensorBoard run, not one per rank: {events}"
+    output = first.stdout + first.stderr
+    assert output.count("Run dir:") == 2  # before and after training, from rank zero only
+    assert "Devices: cpu, ddp: 2 process(es) per node x 1 node(s)" in output
+
+    a0, a1 = ranks(tmp_path / "a")
+    assert (a0["world_size"], a1["world_size"]) == (2, 2)
+    assert a0["batches"] != a1["batches"], "each rank must see its own shard of the data"
+    assert not set(a0["noise"]) & set(a1["noise"]), "each rank must draw its own z"
+    g0, g1 = (torch.load(tmp_path / "a" / f"rank{r}_g.pt") for r in range(2))
+    for name in g0:  # gradients were all-reduced, so every step kept the ranks' weights equal
+        torch.testing.assert_close(g0[name], g1[name], rtol=0, atol=0, msg=f"{name} differs between ranks")
+
+    ckpt = runs / "a" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    run_train(
+        [*DDP, "trainer.max_steps=12", f"ckpt_path={ckpt}", f"hydra.run.dir={runs / 'b'}", *probe(tmp_path / "b")],
+        tmp_path,
+    )
+    b0, b1 = ranks(tmp_path / "b")
+    assert b0["first_step"] == b1["first_step"] == 8, "both ranks resume from the checkpoint's step"
+    assert b0["global_step"] == b1["global_step"] == 12
+
+
+def test_ddp_rank_zero_sees_the_same_config_on_every_rank(tmp_path: Path) -> None:
+    """The other ranks run the job's resolved config, so overrides and defaults reach them unchanged."""
+    run_train(
+        [*DDP, "trainer.max_steps=2", "seed=7", f"hydra.run.dir={tmp_path / 'run'}", *probe(tmp_path / "p")],
+        tmp_path,
+    )
+    saved = (tmp_path / "run" / ".hydra" / "ddp_rank_config.yaml").read_text()
+    assert "seed: 7" in saved and "${" not in saved
+    assert (tmp_path / "run" / "train_rank1.log").is_file()
