@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,6 +35,26 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_py(
+    args: Sequence[str], tmp_path: Path, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``python train.py TINY... ARGS`` from the repository root in a new process, the cache in tmp_path."""
+    tiny = [o for o in TINY if not o.startswith("trainer.devices")]
+    flags = [a for a in args if a.startswith("-") and not a.startswith("--config")]  # -m first, as argparse wants
+    rest = [a for a in args if a not in flags]
+    cmd = [sys.executable, "train.py", *flags, *tiny, f"paths.cache_dir={tmp_path / 'cache'}", *rest]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    if check:
+        assert proc.returncode == 0, (
+            f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
 
 
 @pytest.fixture

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from tests.conftest import TINY
+from tests.conftest import train_py as run_train
 
-ROOT = Path(__file__).resolve().parents[1]
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.sync_batchnorm=false"]
-
-
-def run_train(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python train.py ARGS`` from the repository root, with TINY nets and the cache in tmp_path."""
-    tiny = [o for o in TINY if not o.startswith("trainer.devices")]
-    cmd = [sys.executable, "train.py", *tiny, f"paths.cache_dir={tmp_path / 'cache'}", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    return proc
 
 
 def probe(out: Path) -> list[str]:
@@ -43,7 +29,7 @@ def test_two_process_ddp_run_resumes(tmp_path: Path) -> None:
     assert len(events) == 1, f"one TensorBoard run, not one per rank: {events}"
     output = first.stdout + first.stderr
     assert output.count("Run dir:") == 2  # before and after training, from rank zero only
-    assert "Devices: cpu, ddp: 2 process(es) per node x 1 node(s)" in output
+    assert "ddp: 2 process(es) per node x 1 node(s)" in output
 
     a0, a1 = ranks(tmp_path / "a")
     assert (a0["world_size"], a1["world_size"]) == (2, 2)

@@ -108,13 +108,15 @@ def job_scope() -> Iterator[None]:
 
 
 def describe_devices(trainer: L.Trainer) -> str:
-    """E.g. ``cuda:[2, 3], ddp: 2 process(es) per node x 1 node(s)``, or ``cpu``, for the run's log."""
+    """E.g. ``cuda:[2, 3], ddp: 2 process(es) per node x 1 node(s)``, or ``cpu (2 thread(s) per process)``."""
     devices: Sequence[torch.device] = getattr(trainer.strategy, "parallel_devices", None) or [
         trainer.strategy.root_device
     ]
     kind = devices[0].type
     ids = sorted({d.index for d in devices if d.index is not None})
     where = f"{kind}:{ids}" if ids else kind
+    if kind == "cpu":
+        where += f" ({torch.get_num_threads()} thread(s) per process)"
     if trainer.world_size == 1:
         return where
     strategy = type(trainer.strategy).__name__.removesuffix("Strategy").lower()

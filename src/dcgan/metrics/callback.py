@@ -133,7 +133,7 @@ class QualityMetrics(L.Callback):
         if results is None:
             return
         for name, value in results.items():  # for ModelCheckpoint(monitor=...) and train()'s return value
-            pl_module.log(name, value, on_step=False, on_epoch=True, logger=False)
+            pl_module.log(name, value, on_step=False, on_epoch=True, logger=False, sync_dist=True)  # equal on all ranks
         for logger in trainer.loggers:  # at global_step, the x-axis of every other chart
             logger.log_metrics(results, step=trainer.global_step)
         summary = ", ".join(f"{k}={v:.4g}" for k, v in results.items())
