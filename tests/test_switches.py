@@ -20,7 +20,14 @@ class Losses(L.Callback):
         self.values.append((float(m["loss/d"]), float(m["loss/g"])))
 
 
-def trajectory(batches: int = 4, precision: str = "32-true", fused: bool | None = None, **switches) -> torch.Tensor:
+def trajectory(
+    batches: int = 4,
+    precision: str = "32-true",
+    fused: bool | None = None,
+    accelerator: str = "cpu",
+    benchmark: bool | None = None,
+    **switches,
+) -> torch.Tensor:
     torch.manual_seed(0)
     module = DCGAN(
         generator={"_target_": "dcgan.nets.Generator", "nz": 16, "ngf": 8, "image_size": 16, "channels": 1},
@@ -32,8 +39,9 @@ def trajectory(batches: int = 4, precision: str = "32-true", fused: bool | None 
     images = torch.randint(0, 256, (128, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     losses = Losses()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=2 * batches, precision=precision, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[losses],
+        accelerator=accelerator, devices=1, max_steps=2 * batches, precision=precision, benchmark=benchmark,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[losses],
     )  # fmt: skip
     trainer.fit(module, datamodule=TensorDataModule(images, batch_size=32))
     return torch.tensor(losses.values)
@@ -76,6 +84,13 @@ def test_compiled_checkpoints_keep_plain_parameter_names() -> None:
 def test_the_cpu_defaults_together_stay_close(baseline: torch.Tensor) -> None:
     """channels_last + bf16 autocast, what a CPU with native bf16 trains with by default."""
     torch.testing.assert_close(trajectory(precision="bf16-mixed", channels_last=True), baseline, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN autotuning exists only on CUDA")
+def test_cudnn_benchmark_stays_close_on_cuda() -> None:
+    """Autotuning may pick other convolution algorithms, so the sums differ in rounding only."""
+    reference = trajectory(accelerator="gpu", benchmark=False)
+    torch.testing.assert_close(trajectory(accelerator="gpu", benchmark=True), reference, atol=1e-3, rtol=1e-3)
 
 
 class ReadsOffDevice(L.Callback):
