@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dcgan.cli import train
@@ -45,6 +46,8 @@ def test_short_run_writes_scalars_images_and_checkpoints(make_cfg, tmp_path: Pat
     assert [s.step for s in events.Scalars("loss/g")] == list(range(4, 25, 4))
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert len(list((run / "samples").glob("fixed_noise_step*.png"))) == 4
+    with Image.open(run / "progress.gif") as gif:  # one frame per fixed-noise grid, in order
+        assert gif.n_frames == 4 and gif.size == Image.open(run / "samples" / "fixed_noise_step0000000.png").size
 
 
 def test_runs_without_any_logger(make_cfg) -> None:

@@ -10,7 +10,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
 from torchvision.utils import make_grid, save_image
+
+from dcgan.sampling import save_gif
 
 
 class SampleGrid(L.Callback):
@@ -18,16 +21,21 @@ class SampleGrid(L.Callback):
 
     Also logs one grid of real training images. Runs on global rank zero only, with G in eval
     mode under no_grad. Loggers other than TensorBoard get the grid through their ``log_image``
-    if they have one and are skipped otherwise; ``save_dir`` also writes each grid as a PNG.
+    if they have one and are skipped otherwise; ``save_dir`` also writes each grid as a PNG, and
+    ``gif`` makes all of the run's fixed-noise grids, in order, into one animation when training ends.
     """
 
-    def __init__(self, every_n_steps: int = 500, nrow: int = 8, save_dir: str | None = None) -> None:
+    def __init__(
+        self, every_n_steps: int = 500, nrow: int = 8, save_dir: str | None = None, gif: str | None = None
+    ) -> None:
         if every_n_steps < 0:
             raise ValueError(
                 f"callbacks.samples.every_n_steps={every_n_steps}: expected >= 0 (0 turns step-based grids off)."
             )
         self.every_n_steps, self.nrow = every_n_steps, nrow
         self.save_dir = Path(save_dir) if save_dir else None
+        self.gif = Path(gif) if gif else None
+        self.frames: list[Image.Image] = []
         self._last_step: int | None = None
         self._step_at_batch_start = 0
         self._real_logged = False
@@ -54,6 +62,9 @@ class SampleGrid(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._log_samples(trainer, pl_module)
+        if self.gif is not None and self.frames and trainer.is_global_zero:
+            self.gif.parent.mkdir(parents=True, exist_ok=True)
+            save_gif(self.frames, self.gif, bounce=False)
 
     def _log_samples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._last_step == trainer.global_step or not trainer.is_global_zero:
@@ -66,6 +77,8 @@ class SampleGrid(L.Callback):
             return
         grid = make_grid(images.detach().float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
         step = trainer.global_step
+        if self.gif is not None and tag == "samples/fixed_noise":
+            self.frames.append(Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()))
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(tag, grid, global_step=step)

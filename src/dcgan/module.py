@@ -9,9 +9,11 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import rank_zero_warn
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dcgan.losses import d_loss_bce, g_loss_nonsaturating
+from dcgan.augment import DiffAugment
+from dcgan.losses import LOSSES, gradient_penalty, r1_penalty
 
 _MASK64 = 2**64 - 1
 
@@ -57,17 +59,37 @@ class DCGAN(L.LightningModule):
         ema_decay: float | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        loss: str = "bce",
+        gp_weight: float | None = None,
+        r1_weight: float = 0.0,
+        r1_interval: int = 16,
+        augment: str | list[str] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(n_critic, int) or n_critic < 1:
             raise ValueError(f"model.n_critic={n_critic}: expected an integer >= 1 (D steps per G step).")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"model.ema_decay={ema_decay}: expected a value in (0, 1), e.g. 0.999, or null for off.")
+        if loss not in LOSSES:
+            raise ValueError(f"model.loss={loss}: expected one of {', '.join(LOSSES)}.")
+        if not isinstance(r1_interval, int) or r1_interval < 1:
+            raise ValueError(f"model.r1_interval={r1_interval}: expected an integer >= 1 (D steps between R1 terms).")
         generator, discriminator, optim = _plain(generator), _plain(discriminator), _plain(optim)
+        if isinstance(augment, (list, tuple, ListConfig)):
+            augment = ",".join(augment)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = instantiate(generator, _convert_="all")
         self.discriminator = instantiate(discriminator, _convert_="all")
+        self.d_loss, self.g_loss = LOSSES[loss]
+        # Gulrajani et al. 2017's weight 10 comes with the Wasserstein loss; any loss may take a penalty.
+        self.gp_weight = (10.0 if loss == "wgan_gp" else 0.0) if gp_weight is None else float(gp_weight)
+        if self.gp_weight and any(isinstance(m, torch.nn.BatchNorm2d) for m in self.discriminator.modules()):
+            rank_zero_warn(
+                "The gradient penalty is per image but D has BatchNorm, which mixes the images of a batch. "
+                "Use model.discriminator.norm=none (experiment=wgan_gp sets it)."
+            )
+        self.augment = DiffAugment(augment)
         # Yazici et al. 2019: an exponential moving average of G's weights samples better than G itself.
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if ema_decay else None
         fixed = torch.randn(num_fixed_samples, self.generator.nz, generator=torch.Generator().manual_seed(seed))
@@ -106,22 +128,30 @@ class DCGAN(L.LightningModule):
             fake = self.generator(z)  # G runs once per batch; D sees it detached
 
         self.toggle_optimizer(opt_d)
-        real_logits = self.discriminator(real)
-        fake_logits = self.discriminator(fake.detach())
-        loss_d = d_loss_bce(real_logits, fake_logits)
+        real_in, fake_in = self.augment(real, self._noise_gen), self.augment(fake.detach(), self._noise_gen)
+        r1_turn = self.hparams.r1_weight > 0 and self._d_steps() % self.hparams.r1_interval == 0
+        if r1_turn:
+            real_in = real_in.detach().requires_grad_(True)
+        real_scores = self.discriminator(real_in)
+        fake_scores = self.discriminator(fake_in)
+        loss_d = self.d_loss(real_scores, fake_scores)
+        logs = {}
+        if self.gp_weight:
+            logs["loss/gp"] = gradient_penalty(self.discriminator, real_in, fake_in, self._noise_gen)
+            loss_d = loss_d + self.gp_weight * logs["loss/gp"]
+        if r1_turn:  # lazy R1 (Karras et al. 2020): every r1_interval-th D step, scaled up to match
+            logs["loss/r1"] = r1_penalty(real_scores, real_in)
+            loss_d = loss_d + 0.5 * self.hparams.r1_weight * self.hparams.r1_interval * logs["loss/r1"]
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
 
-        logs = {
-            "loss/d": loss_d.detach(),
-            "d/real": torch.sigmoid(real_logits.detach().float()).mean(),
-            "d/fake": torch.sigmoid(fake_logits.detach().float()).mean(),
-        }
+        logs.update({"loss/d": loss_d.detach(), **self._d_outputs(real_scores, fake_scores)})
+        logs = {k: v.detach() for k, v in logs.items()}
         if g_turn:
             self.toggle_optimizer(opt_g)  # freezes D: G's loss puts no gradient into D
-            loss_g = g_loss_nonsaturating(self.discriminator(fake))
+            loss_g = self.g_loss(self.discriminator(self.augment(fake, self._noise_gen)))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()
@@ -136,6 +166,16 @@ class DCGAN(L.LightningModule):
         # GANProgressBar shows the losses when it refreshes.
         # sync_dist: under DDP each value is the mean over ranks (an all-reduce, no host sync); alone a no-op.
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(z), sync_dist=True)
+
+    def _d_steps(self) -> int:
+        """D steps taken before this one: every batch makes one, G makes one every n_critic batches."""
+        return self.global_step - self.global_step // (self.hparams.n_critic + 1)
+
+    def _d_outputs(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """d/real, d/fake: mean D(x), D(G(z)) as probabilities for bce, as raw scores for the other losses."""
+        if self.hparams.loss == "bce":
+            real, fake = torch.sigmoid(real.float()), torch.sigmoid(fake.float())
+        return {"d/real": real.detach().float().mean(), "d/fake": fake.detach().float().mean()}
 
     @torch.no_grad()
     def _update_ema(self) -> None:

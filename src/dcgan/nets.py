@@ -71,11 +71,18 @@ class Discriminator(nn.Module):
     """Image -> stride-2 Conv blocks with LeakyReLU(0.2), BN on all but the first -> one logit.
 
     No Sigmoid: the losses take logits (BCEWithLogits), which stays accurate under mixed precision.
+    ``norm="none"`` drops BatchNorm (a WGAN-GP critic must not mix the images of a batch: its penalty
+    is per image); ``spectral_norm`` divides each conv's weight by its largest singular value, estimated
+    by one power iteration per step (Miyato et al. 2018), so D is 1-Lipschitz per layer.
     """
 
-    def __init__(self, ndf: int = 64, image_size: int = 64, channels: int = 3) -> None:
+    def __init__(
+        self, ndf: int = 64, image_size: int = 64, channels: int = 3, norm: str = "batch", spectral_norm: bool = False
+    ) -> None:
         super().__init__()
         _check_channels(channels)
+        if norm not in ("batch", "none"):
+            raise ValueError(f"discriminator norm={norm}: expected batch or none.")
         n_down = num_resolution_doublings(image_size)
         layers: list[nn.Module] = [
             nn.Conv2d(channels, ndf, 4, 2, 1, bias=False),  # (B, ndf, S/2, S/2)
@@ -83,15 +90,18 @@ class Discriminator(nn.Module):
         ]
         width = ndf
         for _ in range(n_down - 1):
-            layers += [
-                nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),  # spatial /2
-                nn.BatchNorm2d(width * 2),
-                nn.LeakyReLU(0.2, inplace=True),
-            ]
+            layers.append(nn.Conv2d(width, width * 2, 4, 2, 1, bias=norm == "none"))  # spatial /2
+            if norm == "batch":
+                layers.append(nn.BatchNorm2d(width * 2))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
             width *= 2
         layers.append(nn.Conv2d(width, 1, 4, 1, 0, bias=False))  # (B, 1, 1, 1)
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
+        if spectral_norm:
+            for i, layer in enumerate(self.net):
+                if isinstance(layer, nn.Conv2d):
+                    self.net[i] = nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, channels, S, S) -> (B,) logits."""

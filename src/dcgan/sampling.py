@@ -73,9 +73,9 @@ def interpolation(sample: Sampler, z0: torch.Tensor, z1: torch.Tensor, steps: in
     return images.reshape(path.size(0), steps, *images.shape[1:])
 
 
-def save_gif(frames: Sequence[Image.Image], path: Path, ms_per_frame: int = 120) -> None:
-    """An animated GIF that plays the frames forward, then back (a seamless loop)."""
-    loop = [*frames, *frames[-2:0:-1]]
+def save_gif(frames: Sequence[Image.Image], path: Path, ms_per_frame: int = 120, bounce: bool = True) -> None:
+    """An animated GIF of the frames; ``bounce`` plays them forward, then back (a seamless loop)."""
+    loop = [*frames, *frames[-2:0:-1]] if bounce else list(frames)
     loop[0].save(path, save_all=True, append_images=loop[1:], duration=ms_per_frame, loop=0)
 
 

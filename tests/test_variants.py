@@ -1,0 +1,190 @@
+"""GAN variants: losses against hand-computed values, the penalties, spectral norm, DiffAugment, configs."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from dcgan import losses
+from dcgan.augment import DiffAugment, cutout, translation
+from dcgan.module import DCGAN
+from dcgan.nets import Discriminator
+from tests.conftest import TensorDataModule
+
+REAL = torch.tensor([2.0, -1.0])
+FAKE = torch.tensor([0.5, -3.0])
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_losses_match_hand_computed_values() -> None:
+    # bce: -log sigmoid(r) = softplus(-r); -log(1 - sigmoid(f)) = softplus(f)
+    bce_d = (softplus(-2.0) + softplus(1.0)) / 2 + (softplus(0.5) + softplus(-3.0)) / 2
+    bce_g = (softplus(-0.5) + softplus(3.0)) / 2
+    hinge_d = (max(0, 1 - 2.0) + max(0, 1 + 1.0)) / 2 + (max(0, 1 + 0.5) + max(0, 1 - 3.0)) / 2  # 1 + 0.75
+    lsgan_d = 0.5 * ((2.0 - 1) ** 2 + (-1.0 - 1) ** 2) / 2 + 0.5 * (0.5**2 + 3.0**2) / 2
+    lsgan_g = 0.5 * ((0.5 - 1) ** 2 + (-3.0 - 1) ** 2) / 2
+    expected = {
+        "bce": (bce_d, bce_g),
+        "hinge": (hinge_d, -(0.5 - 3.0) / 2),
+        "lsgan": (lsgan_d, lsgan_g),
+        "wgan_gp": ((0.5 - 3.0) / 2 - (2.0 - 1.0) / 2, -(0.5 - 3.0) / 2),
+    }
+    assert set(expected) == set(losses.LOSSES)
+    for name, (d, g) in expected.items():
+        d_loss, g_loss = losses.LOSSES[name]
+        assert d_loss(REAL, FAKE).item() == pytest.approx(d, rel=1e-6), name
+        assert g_loss(FAKE).item() == pytest.approx(g, rel=1e-6), name
+
+
+class Linear(nn.Module):
+    """D(x) = <w, x>: its gradient is w everywhere, so ||grad|| = ||w||."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.w).flatten(1).sum(1)
+
+
+def test_gradient_penalty_of_a_linear_critic_is_closed_form() -> None:
+    w = torch.full((1, 2, 2), 1.5)  # ||w|| = 3
+    critic = Linear(w)
+    real, fake = torch.randn(8, 1, 2, 2), torch.randn(8, 1, 2, 2)
+    gp = losses.gradient_penalty(critic, real, fake)
+    assert gp.item() == pytest.approx((3.0 - 1.0) ** 2)
+    gp.backward()  # the penalty trains the critic: d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
+    torch.testing.assert_close(critic.w.grad, 2 * (3.0 - 1.0) * w / 3.0)
+    real.requires_grad_(True)
+    assert losses.r1_penalty(critic(real), real).item() == pytest.approx(9.0)  # ||w||^2
+
+
+def spectral_norms(d: Discriminator) -> list[float]:
+    return [
+        torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item() for m in d.modules() if isinstance(m, nn.Conv2d)
+    ]
+
+
+def test_spectral_norm_keeps_the_largest_singular_value_near_one() -> None:
+    torch.manual_seed(0)
+    d = Discriminator(ndf=8, image_size=16, channels=1, spectral_norm=True)
+    opt = torch.optim.Adam(d.parameters(), lr=1e-2)
+    for _ in range(30):  # steps that would grow unnormalised weights; power iteration runs in each forward
+        loss = -d(torch.randn(16, 1, 16, 16)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    d.eval()
+    assert all(abs(s - 1.0) < 0.1 for s in spectral_norms(d)), spectral_norms(d)
+    plain = Discriminator(ndf=8, image_size=16, channels=1)
+    assert max(spectral_norms(plain)) < 0.9  # N(0, 0.02) init: far from 1 without the normalisation
+
+
+def test_discriminator_without_batchnorm() -> None:
+    d = Discriminator(ndf=8, image_size=32, channels=3, norm="none")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in d.modules())
+    assert d(torch.randn(2, 3, 32, 32)).shape == (2,)
+    with pytest.raises(ValueError, match="norm=layer: expected batch or none"):
+        Discriminator(norm="layer")
+
+
+def test_diffaugment_is_differentiable_random_and_off_in_eval() -> None:
+    aug = DiffAugment("color,translation,cutout")
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    y = aug(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and not torch.equal(y, x)
+    y.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    aug.eval()
+    assert aug(x) is x
+    with pytest.raises(ValueError, match="unknown \\['flip'\\]"):
+        DiffAugment("translation,flip")
+
+
+def test_translation_shifts_whole_pixels_and_cutout_zeros_a_square() -> None:
+    x = torch.arange(64.0).view(1, 1, 8, 8) + 1  # no zeros, so the filled pixels are visible
+    shifted = translation(x, ratio=0.25, generator=torch.Generator().manual_seed(3))
+    kept = shifted[shifted != 0]
+    assert set(kept.tolist()) <= set(x.flatten().tolist()) and kept.numel() >= 36  # at most 2 rows/cols lost
+    holed = cutout(x.expand(16, 1, 8, 8), ratio=0.5, generator=torch.Generator().manual_seed(0))
+    zeros = (holed == 0).flatten(1).sum(1)
+    assert zeros.max() == 16 and zeros.min() > 0  # a 4x4 square, clipped at the border
+
+
+def gan(**kwargs) -> DCGAN:
+    torch.manual_seed(0)
+    return DCGAN(
+        generator={"_target_": "dcgan.nets.Generator", "nz": 16, "ngf": 8, "image_size": 16, "channels": 1},
+        discriminator={
+            "_target_": "dcgan.nets.Discriminator",
+            "ndf": 8,
+            "image_size": 16,
+            "channels": 1,
+            "norm": kwargs.pop("norm", "batch"),
+            "spectral_norm": kwargs.pop("spectral_norm", False),
+        },
+        optim={"_target_": "torch.optim.Adam", "_partial_": True},
+        num_fixed_samples=4,
+        **kwargs,
+    )
+
+
+class Metrics(L.Callback):
+    def __init__(self) -> None:
+        self.seen: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        self.seen.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"loss": "hinge", "spectral_norm": True},
+        {"loss": "lsgan"},
+        {"loss": "wgan_gp", "norm": "none", "n_critic": 5},
+        {"loss": "bce", "r1_weight": 1.0, "r1_interval": 2, "augment": "translation,cutout"},
+    ],
+)
+def test_each_variant_trains(kwargs: dict) -> None:
+    module = gan(**dict(kwargs))
+    images = torch.randint(0, 256, (128, 1, 16, 16), dtype=torch.uint8)
+    metrics = Metrics()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=12, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[metrics],
+    )  # fmt: skip
+    before = [p.detach().clone() for p in module.generator.parameters()]
+    trainer.fit(module, datamodule=TensorDataModule(images, batch_size=32))
+    assert all(math.isfinite(v) for m in metrics.seen for v in m.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.generator.parameters(), strict=True))
+    keys = set().union(*metrics.seen)
+    if kwargs["loss"] == "wgan_gp":
+        assert "loss/gp" in keys
+    if kwargs.get("r1_weight"):
+        assert "loss/r1" in keys
+
+
+def test_penalty_with_batchnorm_warns() -> None:
+    with pytest.warns(UserWarning, match="D has BatchNorm"):
+        gan(loss="wgan_gp")
+
+
+def test_bad_variant_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="model.loss=wgan: expected one of bce, hinge, lsgan, wgan_gp"):
+        gan(loss="wgan")
+    with pytest.raises(ValueError, match="model.r1_interval=0"):
+        gan(r1_interval=0)
+
+
+def test_wgan_gp_experiment_sets_the_papers_recipe(make_cfg) -> None:
+    m = make_cfg(["experiment=wgan_gp"]).model
+    assert (m.loss, m.gp_weight, m.n_critic, m.discriminator.norm) == ("wgan_gp", 10.0, 5, "none")
+    assert (m.optim.lr, list(m.optim.betas)) == (1e-4, [0.0, 0.9])
