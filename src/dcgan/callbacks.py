@@ -52,7 +52,8 @@ class SampleGrid(L.Callback):
     ) -> None:
         if not self._real_logged:
             self._real_logged = True
-            self._emit(trainer, "samples/real", batch[: len(pl_module.fixed_noise)])
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            self._emit(trainer, "samples/real", images[: len(pl_module.fixed_noise)])
         n = self.every_n_steps
         if n and trainer.global_step // n > self._step_at_batch_start // n:
             self._log_samples(trainer, pl_module)
@@ -70,12 +71,13 @@ class SampleGrid(L.Callback):
         if self._last_step == trainer.global_step or not trainer.is_global_zero:
             return
         self._last_step = trainer.global_step
-        self._emit(trainer, "samples/fixed_noise", pl_module.sample())
+        self._emit(trainer, "samples/fixed_noise", pl_module.sample(), getattr(pl_module, "grid_nrow", None))
 
-    def _emit(self, trainer: L.Trainer, tag: str, images: torch.Tensor) -> None:
+    def _emit(self, trainer: L.Trainer, tag: str, images: torch.Tensor, nrow: int | None = None) -> None:
+        """``nrow``: images per row; a conditional model asks for one row per class."""
         if not trainer.is_global_zero:
             return
-        grid = make_grid(images.detach().float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
+        grid = make_grid(images.detach().float().cpu(), nrow=nrow or self.nrow, normalize=True, value_range=(-1, 1))
         step = trainer.global_step
         if self.gif is not None and tag == "samples/fixed_noise":
             self.frames.append(Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()))

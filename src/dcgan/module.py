@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,6 +65,7 @@ class DCGAN(L.LightningModule):
         r1_weight: float = 0.0,
         r1_interval: int = 16,
         augment: str | list[str] | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(n_critic, int) or n_critic < 1:
@@ -75,6 +77,13 @@ class DCGAN(L.LightningModule):
         if not isinstance(r1_interval, int) or r1_interval < 1:
             raise ValueError(f"model.r1_interval={r1_interval}: expected an integer >= 1 (D steps between R1 terms).")
         generator, discriminator, optim = _plain(generator), _plain(discriminator), _plain(optim)
+        for name, net in (("generator", generator), ("discriminator", discriminator)):
+            if net.get("num_classes") != num_classes:
+                raise ValueError(
+                    f"model.{name}.num_classes={net.get('num_classes')} but model.num_classes={num_classes}: "
+                    f"a conditional DCGAN needs both nets conditional on the same classes (leave them at "
+                    "${model.num_classes})."
+                )
         if isinstance(augment, (list, tuple, ListConfig)):
             augment = ",".join(augment)
         self.save_hyperparameters()
@@ -92,9 +101,35 @@ class DCGAN(L.LightningModule):
         self.augment = DiffAugment(augment)
         # Yazici et al. 2019: an exponential moving average of G's weights samples better than G itself.
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if ema_decay else None
-        fixed = torch.randn(num_fixed_samples, self.generator.nz, generator=torch.Generator().manual_seed(seed))
+        seeded = torch.Generator().manual_seed(seed)
+        if num_classes:  # one row per class, the same z down each column
+            self.grid_nrow: int | None = max(1, num_fixed_samples // num_classes)
+            fixed = torch.randn(self.grid_nrow, self.generator.nz, generator=seeded).repeat(num_classes, 1)
+            fixed_labels = torch.arange(num_classes).repeat_interleave(self.grid_nrow)
+        else:
+            self.grid_nrow, fixed_labels = None, None
+            fixed = torch.randn(num_fixed_samples, self.generator.nz, generator=seeded)
         self.register_buffer("fixed_noise", fixed)  # saved in checkpoints: grids stay comparable across resumes
+        self.register_buffer("fixed_labels", fixed_labels)
         self._noise_gen: torch.Generator | None = None
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.hparams.num_classes)
+
+    def setup(self, stage: str) -> None:
+        """A conditional model asks its DataModule for labelled batches, and checks the classes agree."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if not self.conditional or datamodule is None:
+            return
+        classes = getattr(datamodule, "num_classes", None)
+        if classes != self.hparams.num_classes:
+            raise ValueError(
+                f"model.num_classes={self.hparams.num_classes}, but data={getattr(datamodule, 'name', '?')} has "
+                f"{classes or 'no'} classes. Use a labelled data set (digits, mnist, fashion_mnist, cifar10) "
+                "with model.num_classes equal to its class count, or model.num_classes=null."
+            )
+        datamodule.with_labels = True
 
     def configure_model(self) -> None:
         """Speed switches, applied once the module sits on its device (before the optimizers are built)."""
@@ -116,8 +151,9 @@ class DCGAN(L.LightningModule):
         self._noise_gen.manual_seed(_mix(self.hparams.seed, self.global_rank, self.global_step))
         return torch.randn(n, self.generator.nz, device=self.device, generator=self._noise_gen)
 
-    def training_step(self, real: torch.Tensor, batch_idx: int) -> None:
+    def training_step(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
+        real, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
         real = real.to(self.dtype)  # batches arrive as float32; "bf16-true"/"16-true" weights need their dtype
         if self.hparams.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
@@ -125,19 +161,20 @@ class DCGAN(L.LightningModule):
         # After this batch's D step, is it G's turn? Derived from global_step so it survives resume.
         g_turn = (self.global_step + 1) % (self.hparams.n_critic + 1) == self.hparams.n_critic
         with torch.set_grad_enabled(g_turn):
-            fake = self.generator(z)  # G runs once per batch; D sees it detached
+            fake = self.generator(z, labels)  # G runs once per batch, on the real batch's classes
 
         self.toggle_optimizer(opt_d)
         real_in, fake_in = self.augment(real, self._noise_gen), self.augment(fake.detach(), self._noise_gen)
         r1_turn = self.hparams.r1_weight > 0 and self._d_steps() % self.hparams.r1_interval == 0
         if r1_turn:
             real_in = real_in.detach().requires_grad_(True)
-        real_scores = self.discriminator(real_in)
-        fake_scores = self.discriminator(fake_in)
+        real_scores = self.discriminator(real_in, labels)
+        fake_scores = self.discriminator(fake_in, labels)
         loss_d = self.d_loss(real_scores, fake_scores)
         logs = {}
         if self.gp_weight:
-            logs["loss/gp"] = gradient_penalty(self.discriminator, real_in, fake_in, self._noise_gen)
+            critic = functools.partial(self.discriminator, labels=labels)
+            logs["loss/gp"] = gradient_penalty(critic, real_in, fake_in, self._noise_gen)
             loss_d = loss_d + self.gp_weight * logs["loss/gp"]
         if r1_turn:  # lazy R1 (Karras et al. 2020): every r1_interval-th D step, scaled up to match
             logs["loss/r1"] = r1_penalty(real_scores, real_in)
@@ -151,7 +188,7 @@ class DCGAN(L.LightningModule):
         logs = {k: v.detach() for k, v in logs.items()}
         if g_turn:
             self.toggle_optimizer(opt_g)  # freezes D: G's loss puts no gradient into D
-            loss_g = self.g_loss(self.discriminator(self.augment(fake, self._noise_gen)))
+            loss_g = self.g_loss(self.discriminator(self.augment(fake, self._noise_gen), labels))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()
@@ -188,16 +225,21 @@ class DCGAN(L.LightningModule):
             ema_buf.copy_(buf)
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, z: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [-1, 1] from the EMA generator when on, else G; eval mode (BatchNorm running stats).
 
-        ``z`` defaults to the fixed noise.
+        ``z`` defaults to the fixed noise (and, for a conditional model, ``labels`` to its classes).
         """
-        z = self.fixed_noise if z is None else z.to(self.device)
+        if z is None:
+            z, labels = self.fixed_noise, self.fixed_labels
+        if self.conditional and labels is None:
+            raise ValueError(f"This DCGAN is conditional ({self.hparams.num_classes} classes): pass labels.")
+        z = z.to(self.device)
+        labels = labels.to(self.device) if labels is not None else None
         net = self.generator_ema if self.generator_ema is not None else self.generator
         was_training = net.training
         net.eval()
         try:
-            return net(z).float()
+            return net(z, labels).float()
         finally:
             net.train(was_training)

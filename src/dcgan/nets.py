@@ -35,19 +35,28 @@ def init_dcgan_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)
 
 
 class Generator(nn.Module):
-    """z -> 4x4 feature map -> stride-2 ConvTranspose+BN+ReLU blocks -> Tanh image in [-1, 1]."""
+    """z -> 4x4 feature map -> stride-2 ConvTranspose+BN+ReLU blocks -> Tanh image in [-1, 1].
 
-    def __init__(self, nz: int = 100, ngf: int = 64, image_size: int = 64, channels: int = 3) -> None:
+    With ``num_classes`` it is conditional: a learned nz-wide embedding of the class is concatenated
+    to z (Mirza & Osindero 2014), so G(z, y) draws class y.
+    """
+
+    def __init__(
+        self, nz: int = 100, ngf: int = 64, image_size: int = 64, channels: int = 3, num_classes: int | None = None
+    ) -> None:
         super().__init__()
         _check_channels(channels)
         n_up = num_resolution_doublings(image_size)
-        self.nz = nz
+        self.nz, self.num_classes = nz, num_classes
+        self.embed = nn.Embedding(num_classes, nz) if num_classes else None
         width = ngf * 2 ** (n_up - 1)  # 64px: 8*ngf at 4x4, halved at each doubling
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(nz, width, 4, 1, 0, bias=False),  # (B, width, 4, 4)
+            nn.ConvTranspose2d(nz * (2 if num_classes else 1), width, 4, 1, 0, bias=False),  # (B, width, 4, 4)
             nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
         ]
@@ -62,9 +71,14 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
         init_dcgan_weights(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, nz) or (B, nz, 1, 1) -> (B, channels, image_size, image_size)."""
-        return self.net(z.reshape(z.size(0), self.nz, 1, 1))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, nz) or (B, nz, 1, 1) [and (B,) class indices] -> (B, channels, image_size, image_size)."""
+        z = z.reshape(z.size(0), self.nz)
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("This generator is conditional (num_classes is set): pass the class labels.")
+            z = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
+        return self.net(z[:, :, None, None])
 
 
 class Discriminator(nn.Module):
@@ -74,10 +88,18 @@ class Discriminator(nn.Module):
     ``norm="none"`` drops BatchNorm (a WGAN-GP critic must not mix the images of a batch: its penalty
     is per image); ``spectral_norm`` divides each conv's weight by its largest singular value, estimated
     by one power iteration per step (Miyato et al. 2018), so D is 1-Lipschitz per layer.
+    With ``num_classes`` it is conditional with a projection head (Miyato & Koyama 2018):
+    D(x, y) = psi(phi(x)) + <V_y, sum over positions of phi(x)>, phi the last hidden features.
     """
 
     def __init__(
-        self, ndf: int = 64, image_size: int = 64, channels: int = 3, norm: str = "batch", spectral_norm: bool = False
+        self,
+        ndf: int = 64,
+        image_size: int = 64,
+        channels: int = 3,
+        norm: str = "batch",
+        spectral_norm: bool = False,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         _check_channels(channels)
@@ -97,12 +119,22 @@ class Discriminator(nn.Module):
             width *= 2
         layers.append(nn.Conv2d(width, 1, 4, 1, 0, bias=False))  # (B, 1, 1, 1)
         self.net = nn.Sequential(*layers)
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes, width) if num_classes else None
         init_dcgan_weights(self)
         if spectral_norm:
             for i, layer in enumerate(self.net):
                 if isinstance(layer, nn.Conv2d):
                     self.net[i] = nn.utils.parametrizations.spectral_norm(layer)
+            if self.embed is not None:
+                self.embed = nn.utils.parametrizations.spectral_norm(self.embed)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, channels, S, S) -> (B,) logits."""
-        return self.net(x).flatten()
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, channels, S, S) [and (B,) class indices] -> (B,) logits."""
+        if self.embed is None:
+            return self.net(x).flatten()
+        if labels is None:
+            raise ValueError("This discriminator is conditional (num_classes is set): pass the class labels.")
+        features = self.net[:-1](x)  # (B, width, 4, 4)
+        projection = (self.embed(labels).to(features.dtype) * features.sum(dim=(2, 3))).sum(dim=1)
+        return self.net[-1](features).flatten() + projection

@@ -70,6 +70,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.images: torch.Tensor | None = None
+        self.with_labels = False  # a conditional model sets it: batches become (images, labels)
         self._train_loader: TensorBatchLoader | None = None
 
     # --- what subclasses provide -------------------------------------------------------------
@@ -145,13 +146,23 @@ class InMemoryDataModule(L.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__}.setup() must run before train_dataloader().")
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         order = ShardedPermutation(len(self.images), self.seed, shuffle=True, rank=rank, world_size=world)
-        loader = TensorBatchLoader(self.images, order, self.batch_size, drop_last=True)
+        labels = self._checked_labels() if self.with_labels else None
+        loader = TensorBatchLoader(self.images, order, self.batch_size, drop_last=True, labels=labels)
         if self._train_loader is not None:  # rebuilt (reload_dataloaders_every_n_epochs): keep the position
             loader.load_state_dict(self._train_loader.state_dict())
         self._train_loader = loader
         return loader
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> torch.Tensor:
+    def _checked_labels(self) -> torch.Tensor:
+        labels = self.load_labels()
+        if len(labels) != len(self.images):
+            raise DataError(f"{self.name}: {len(labels)} labels for {len(self.images)} images; the files disagree.")
+        return labels
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training and self._train_loader is not None:
             self._train_loader.consumed += 1
+        if isinstance(batch, (tuple, list)):
+            images, labels = batch
+            return to_unit_range(images), labels
         return to_unit_range(batch)

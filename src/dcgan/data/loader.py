@@ -38,7 +38,7 @@ class ShardedPermutation:
 
 
 class TensorBatchLoader:
-    """Iterable of ``images[idx]`` batches whose position Lightning saves in checkpoints.
+    """Iterable of ``images[idx]`` (or ``(images[idx], labels[idx])``) batches whose position Lightning saves.
 
     The loader counts its own epochs (a new pass starts once the previous one trained any
     batch or was exhausted) rather than taking Lightning's epoch number, which counts a pass
@@ -48,7 +48,12 @@ class TensorBatchLoader:
     """
 
     def __init__(
-        self, images: torch.Tensor, order: ShardedPermutation, batch_size: int, drop_last: bool = True
+        self,
+        images: torch.Tensor,
+        order: ShardedPermutation,
+        batch_size: int,
+        drop_last: bool = True,
+        labels: torch.Tensor | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size}: expected a positive integer.")
@@ -57,7 +62,7 @@ class TensorBatchLoader:
                 f"data.batch_size={batch_size} is larger than the {len(order)} images each process gets, so "
                 "no full batch is left (the last partial batch is dropped): lower data.batch_size."
             )
-        self.images, self.order = images, order
+        self.images, self.order, self.labels = images, order, labels
         self.batch_size, self.drop_last = batch_size, drop_last
         self.epoch, self.consumed = 0, 0
         self._resume_at: int | None = None
@@ -67,7 +72,7 @@ class TensorBatchLoader:
         n = len(self.order)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         if self._resume_at is not None:
             start, self._resume_at = self._resume_at, None
             if start >= len(self):  # saved right at the end of a pass
@@ -82,7 +87,8 @@ class TensorBatchLoader:
         for b in range(start, len(self)):
             # Lightning stops asking once it has len(self) batches, so mark the pass done at the last one.
             self._pass_done = b == len(self) - 1
-            yield self.images[idx[b * self.batch_size : (b + 1) * self.batch_size]]
+            batch = idx[b * self.batch_size : (b + 1) * self.batch_size]
+            yield self.images[batch] if self.labels is None else (self.images[batch], self.labels[batch])
 
     def _layout(self) -> dict[str, int]:
         """What the saved position means: the same numbers must hold when resuming."""

@@ -94,12 +94,21 @@ class QualityMetrics(L.Callback):
         for chunk in idx.split(self.batch_size):
             yield to_unit_range(images[chunk])
 
-    def fake_batches(self, pl_module: L.LightningModule) -> Iterator[torch.Tensor]:
-        """``num_samples`` images from the model's ``sample`` (EMA when on), from a fixed seed."""
+    def fake_batches(self, pl_module: L.LightningModule) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        """``num_samples`` images from the model's ``sample`` (EMA when on), from a fixed seed.
+
+        A conditional model draws classes uniformly and yields (images, classes asked for).
+        """
         gen = torch.Generator().manual_seed(self.seed)
+        classes = getattr(pl_module.generator, "num_classes", None)
         for start in range(0, self.num_samples, self.batch_size):
             n = min(self.batch_size, self.num_samples - start)
-            yield pl_module.sample(torch.randn(n, pl_module.generator.nz, generator=gen))
+            z = torch.randn(n, pl_module.generator.nz, generator=gen)
+            if classes:
+                labels = torch.randint(classes, (n,), generator=gen)
+                yield pl_module.sample(z, labels), labels
+            else:
+                yield pl_module.sample(z)
 
     def build_suite(self, dm: L.LightningDataModule, device: torch.device) -> QualitySuite | None:
         """The metrics available for ``dm``, with its real features computed; None when there are none."""

@@ -108,10 +108,17 @@ class QualitySuite:
         return [*self.metrics, *(["val/class_coverage"] if self.classifier else [])]
 
     @torch.no_grad()
-    def score(self, fake: Iterable[torch.Tensor]) -> dict[str, float]:
-        """Metrics of generated images (batches of float [-1, 1]) against the real features."""
-        logits = []
+    def score(self, fake: Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """Metrics of generated images (batches of float [-1, 1]) against the real features.
+
+        Batches given as (images, labels), from a conditional G, also give ``val/class_acc``: how often
+        the classifier sees the class that G was asked for.
+        """
+        logits, asked = [], []
         for batch in fake:
+            if isinstance(batch, (tuple, list)):
+                batch, labels = batch
+                asked.append(labels.to(self.device))
             batch = batch.to(self.device)
             for name, metric in self.metrics.items():
                 metric.update(batch) if name == "val/is" else metric.update(batch, real=False)
@@ -124,4 +131,6 @@ class QualitySuite:
             metric.reset()  # real features stay (reset_real_features=False)
         if self.classifier is not None:
             results["val/class_coverage"] = class_coverage(torch.cat(logits), self.classifier.num_features)
+            if asked:
+                results["val/class_acc"] = (torch.cat(logits).argmax(1) == torch.cat(asked)).float().mean().item()
         return results
