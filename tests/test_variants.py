@@ -11,9 +11,10 @@ from torch import nn
 
 from dcgan import losses
 from dcgan.augment import DiffAugment, cutout, translation
+from dcgan.cli import CONF_DIR, train
 from dcgan.module import DCGAN
 from dcgan.nets import Discriminator
-from tests.conftest import TensorDataModule
+from tests.conftest import TINY, TensorDataModule
 
 REAL = torch.tensor([2.0, -1.0])
 FAKE = torch.tensor([0.5, -3.0])
@@ -188,3 +189,22 @@ def test_wgan_gp_experiment_sets_the_papers_recipe(make_cfg) -> None:
     m = make_cfg(["experiment=wgan_gp"]).model
     assert (m.loss, m.gp_weight, m.n_critic, m.discriminator.norm) == ("wgan_gp", 10.0, 5, "none")
     assert (m.optim.lr, list(m.optim.betas)) == (1e-4, [0.0, 0.9])
+
+
+def test_augment_policy_from_the_command_line(make_cfg) -> None:
+    from hydra.utils import instantiate
+
+    model = instantiate(make_cfg(["model.augment=[translation,cutout]"]).model, _recursive_=False)
+    assert model.augment.policy == ["translation", "cutout"]
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_fast_dev_runs(make_cfg, experiment: str, mnist_root, tmp_path) -> None:
+    from tests.formats import write_celeba
+
+    cfg = make_cfg([*TINY, f"experiment={experiment}", "debug=fdr"])
+    if "MNIST" in cfg.data._target_:  # the tiny real-format copies stand in for the real files
+        cfg.data.data_dir = str(mnist_root)
+    elif "CelebA" in cfg.data._target_:
+        cfg.data.data_dir = str(write_celeba(tmp_path / "celeba_root", n=40))
+    train(cfg)
