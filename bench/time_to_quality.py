@@ -6,8 +6,9 @@ are not counted):
 
 * ``plain``: a hand-written PyTorch DCGAN loop in this file with the paper's settings (fp32, batch 64,
   Adam 2e-4 / (0.5, 0.999), BCE, the project's networks at 32x32 gray, ngf = ndf = 64);
-* ``plain+ema``: the same run's exponential moving average of G's weights (decay ``--ema-decay``),
-  the loop's only change (Yazici et al. 2019);
+* ``plain+ema``: the same run's exponential moving average of G's weights (decay ``--ema-decay`` with
+  the project's warm-up, min(decay, (1 + n) / (10 + n)) after n steps), the loop's only change
+  (Yazici et al. 2019);
 * each ``--recipes`` entry: ``train.py data=mnist experiment=<name>`` through the project's ``train()``,
   with its own defaults (precision, channels_last, EMA, ...) and the end-of-epoch metric switched off
   (scoring happens afterwards, as for the plain loop).
@@ -75,7 +76,7 @@ def plain_loop(
     ema = copy.deepcopy(gen).requires_grad_(False)
     opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    pending, clock = list(budgets), Clock()
+    pending, clock, steps = list(budgets), Clock(), 0
 
     def snapshot(budget: float) -> None:
         torch.save(gen.state_dict(), out / f"plain_{budget:g}.pt")
@@ -97,8 +98,10 @@ def plain_loop(
             loss_g.backward()
             opt_g.step()
             disc.requires_grad_(True)
+            steps += 1
+            decay = min(ema_decay, (1 + steps) / (10 + steps))  # the same warm-up as the project's EMA
             with torch.no_grad():
-                torch._foreach_lerp_(list(ema.parameters()), list(gen.parameters()), 1.0 - ema_decay)
+                torch._foreach_lerp_(list(ema.parameters()), list(gen.parameters()), 1.0 - decay)
                 for e, b in zip(ema.buffers(), gen.buffers(), strict=True):
                     e.copy_(b)
             while pending and clock.seconds() >= pending[0] * 60:
