@@ -26,11 +26,12 @@ class RankProbe(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.record["start"] = time.time()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: torch.Tensor, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self.record["first_step"] is None:
             self.record["first_step"] = trainer.global_step
-        self.record["batches"].append(float(batch.double().sum()))
-        self.record["noise"].append(float(pl_module.noise(len(batch)).double().sum()))
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch  # (images, labels) when conditional
+        self.record["batches"].append(float(images.double().sum()))
+        self.record["noise"].append(float(pl_module.noise(len(images)).double().sum()))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         rank = trainer.global_rank
@@ -43,5 +44,6 @@ class RankProbe(L.Callback):
         )
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / f"rank{rank}.json").write_text(json.dumps(self.record))
-        weights = {k: v.detach().cpu() for k, v in pl_module.generator.named_parameters()}
-        torch.save(weights, self.out / f"rank{rank}_g.pt")
+        for net, name in ((pl_module.generator, "g"), (pl_module.discriminator, "d")):
+            weights = {k: v.detach().cpu() for k, v in net.named_parameters()}
+            torch.save(weights, self.out / f"rank{rank}_{name}.pt")

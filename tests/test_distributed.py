@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import train_py as run_train
 
@@ -18,6 +20,13 @@ def probe(out: Path) -> list[str]:
 
 def ranks(out: Path) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def scalars(run: Path) -> dict[str, list[float]]:
+    (event_file,) = run.rglob("events.out.tfevents.*")
+    events = EventAccumulator(str(event_file), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [s.value for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def test_two_process_ddp_run_resumes(tmp_path: Path) -> None:
@@ -59,3 +68,20 @@ def test_ddp_rank_zero_sees_the_same_config_on_every_rank(tmp_path: Path) -> Non
     saved = (tmp_path / "run" / ".hydra" / "ddp_rank_config.yaml").read_text()
     assert "seed: 7" in saved and "${" not in saved
     assert (tmp_path / "run" / "train_rank1.log").is_file()
+
+
+def test_ddp_keeps_ranks_in_step_with_penalties_augment_and_labels(tmp_path: Path) -> None:
+    """The gradient penalty and R1 (double backward), DiffAugment and a conditional projection D under DDP:
+    every rank ends with the same G and D, and the penalties were logged."""
+    variants = ["experiment=wgan_gp", "model.r1_weight=1", "model.r1_interval=1", "model.augment=[translation,cutout]"]
+    variants += ["model.num_classes=10", "trainer.max_steps=12", "trainer.log_every_n_steps=1"]
+    run = tmp_path / "run"
+    run_train([*DDP, *variants, f"hydra.run.dir={run}", *probe(tmp_path / "p")], tmp_path)
+
+    for net in ("g", "d"):
+        w0, w1 = (torch.load(tmp_path / "p" / f"rank{r}_{net}.pt") for r in range(2))
+        for name in w0:
+            torch.testing.assert_close(w0[name], w1[name], rtol=0, atol=0, msg=f"{net}: {name} differs between ranks")
+    logged = scalars(run)
+    for tag in ("loss/gp", "loss/r1", "loss/d", "loss/g"):
+        assert tag in logged and all(math.isfinite(v) for v in logged[tag]), f"{tag}: {logged.get(tag)}"
