@@ -6,8 +6,8 @@ are not counted):
 
 * ``plain``: a hand-written PyTorch DCGAN loop in this file with the paper's settings (fp32, batch 64,
   Adam 2e-4 / (0.5, 0.999), BCE, the project's networks at 32x32 gray, ngf = ndf = 64);
-* ``plain64``: the same loop at 64x64 as pytorch/examples' dcgan runs MNIST (the digits resized to 64,
-  G and D one stride-2 layer deeper); its samples are averaged 2x2 down to 32x32 for scoring;
+* ``plain64``: the same loop at 64x64 as pytorch/examples' dcgan runs MNIST (the padded 32x32 digits resized
+  to 64 bilinearly, G and D one stride-2 layer deeper); its samples are averaged 2x2 to 32x32 for scoring;
 * ``plain+ema``, ``plain64+ema``: the same runs' exponential moving average of G's weights (decay
   ``--ema-decay`` with the project's warm-up, min(decay, (1 + n) / (10 + n)) after n steps), the loop's
   only change (Yazici et al. 2019);
