@@ -79,6 +79,7 @@ def run_train_py(data_dir: Path, overrides: list[str], warmup: int, steps: int, 
                     "trainer.max_epochs=1",
                     "trainer.enable_model_summary=false",
                     "~callbacks.quality",  # it runs at the epoch's end, after the window: only bench time
+                    "~callbacks.best",  # it monitors the quality metric
                     "+callbacks.window._target_=__main__.WindowTimer",
                     f"+callbacks.window.warmup={warmup}",
                     f"+callbacks.window.steps={steps}",

@@ -1,28 +1,27 @@
-"""Time to quality: which recipe gets good MNIST samples fastest on this machine, for equal wall-clock budgets.
+"""Time to quality on MNIST 32x32: held-out FID after 2.5 / 5 / 10 minutes of the user's wall clock, over seeds.
 
-Trained one after another in this process, each for the largest budget, with G snapshotted when its
-training clock passes each budget (the clock stops while a snapshot is taken; start-up and data decode
-are not counted):
+Every run is its own process, started as a user would start it, and its clock starts at launch: imports,
+data decoding, metric classifiers trained on first use (each run gets a fresh cache) and per-epoch
+monitoring all count. When the clock passes a budget the run saves the generator a user would take at that
+moment (the last iterate, or its EMA when the recipe keeps one) and goes on; after the last budget it stops.
 
-* ``plain``: a hand-written PyTorch DCGAN loop in this file with the paper's settings (fp32, batch 64,
-  Adam 2e-4 / (0.5, 0.999), BCE, the project's networks at 32x32 gray, ngf = ndf = 64);
-* ``plain64``: the same loop at 64x64 as pytorch/examples' dcgan runs MNIST (the padded 32x32 digits resized
-  to 64 bilinearly, G and D one stride-2 layer deeper); its samples are averaged 2x2 to 32x32 for scoring;
-* ``plain+ema``, ``plain64+ema``: the same runs' exponential moving average of G's weights (decay
-  ``--ema-decay`` with the project's warm-up, min(decay, (1 + n) / (10 + n)) after n steps), the loop's
-  only change (Yazici et al. 2019);
-* each ``--recipes`` entry: ``train.py data=mnist experiment=<name>`` through the project's ``train()``,
-  with its own defaults (precision, channels_last, EMA, ...) and the end-of-epoch metric switched off
-  (scoring happens afterwards, as for the plain loop).
+Arms (``--arms``; ``name:seeds``, seeds the number of seeds, interleaved seed by seed):
 
-Every snapshot is then scored the same way: the offline classifier FID ("cFID", lower is better) and
-class coverage of ``--samples`` generated images against the training set, with the project's metric
-classifier (issue 4). The table is recipe x budget; ``time_to_quality.png`` plots cFID against wall time.
+* ``plain``: a hand-written DCGAN loop in this file with the paper's settings (fp32, batch 64, Adam 2e-4 /
+  (0.5, 0.999), BCE, ngf = ndf = 64) on the 32x32 padded digits, as a user would write it; ``plain+ema`` is
+  the same runs' EMA of G (decay 0.999 with the project's warm-up), saved alongside;
+* any other name: ``python train.py data=mnist experiment=<name> trainer.max_time=...`` (``defaults`` for no
+  experiment: the ``data=mnist`` defaults).
 
-Run from the repository root (MNIST in torchvision's layout under the data dir)::
+All snapshots are then scored with the held-out scorer (``hfid10k_test``: a network trained only on the MNIST
+test split, which no recipe was tuned on; 10,000 samples against the 10,000 test images) and, for reference,
+the training-time classifier (``cfid10k_test``). The real-data floor is 10,000 real training digits on the
+same scorer. Tables give mean, standard deviation and range over seeds; ``time_to_quality.png`` plots them.
 
-    .venv/bin/python bench/time_to_quality.py                                  # 2.5, 5, 10, 20 min: ~1.5 h
-    .venv/bin/python bench/time_to_quality.py --budgets 0.5,1 --recipes mnist_fast --samples 2000   # smoke
+Run from the repository root (MNIST in torchvision's layout under the data dir), alone on the machine::
+
+    .venv/bin/python bench/time_to_quality.py                    # 3+3+1 runs of 10 min: about 80 min
+    .venv/bin/python bench/time_to_quality.py --budgets 0.5,1 --arms plain:1,mnist_fast:1 --samples 2000
 """
 
 from __future__ import annotations
@@ -33,59 +32,62 @@ import json
 import logging
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
-from dcgan.cli import CONF_DIR, train
-from dcgan.data.mnist import MNISTDataModule
-from dcgan.losses import d_loss_bce, g_loss_nonsaturating
-from dcgan.metrics.callback import QualityMetrics
-from dcgan.nets import Discriminator, Generator
+ROOT = Path(__file__).resolve().parents[1]
+T0_ENV = "DCGAN_BENCH_T0"  # the launch time of a run, set by the bench: every clock counts from there
 
 
-class Clock:
-    """Training seconds since ``start``, not counting the time spent in ``paused()``."""
-
-    def __init__(self) -> None:
-        self.t0 = time.perf_counter()
-        self.excluded = 0.0
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.t0 - self.excluded
-
-    def pause_for(self, fn: Any, *args: Any) -> None:
-        start = time.perf_counter()
-        fn(*args)
-        self.excluded += time.perf_counter() - start
+def elapsed() -> float:
+    """Seconds since this run was launched (or since this process started, run alone)."""
+    return time.time() - float(os.environ.get(T0_ENV, _PROCESS_START))
 
 
-def plain_loop(
-    name: str, images: torch.Tensor, budgets: list[float], out: Path, ema_decay: float, seed: int, batch_size: int
-) -> None:
-    """The paper's loop, fp32, at the images' size; saves G and its EMA as ``<name>[+ema]_<budget>.pt``."""
+_PROCESS_START = time.time()
+
+
+class Snapshots(L.Callback):
+    """Saves the generator ``sample`` uses (EMA when on) when the run's wall clock passes each budget; then stops."""
+
+    def __init__(self, budgets: list[float], out: str, name: str) -> None:
+        self.pending, self.out, self.name = sorted(budgets), Path(out), name
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        while self.pending and elapsed() >= self.pending[0] * 60:
+            net = pl_module.generator_ema if pl_module.generator_ema is not None else pl_module.generator
+            net = getattr(net, "_orig_mod", net)
+            budget = self.pending.pop(0)
+            torch.save(copy.deepcopy(net).float().cpu(), self.out / f"{self.name}_{budget:g}.pt")
+            print(f"{self.name}: snapshot at {budget:g} min (step {trainer.global_step})", flush=True)
+        if not self.pending:
+            trainer.should_stop = True
+
+
+def plain_run(data_dir: Path, budgets: list[float], out: Path, name: str, seed: int, batch_size: int) -> None:
+    """The paper's loop, fp32, as a user would write it; saves G and its EMA (0.999, warm-up) at each budget."""
+    from dcgan.data.mnist import MNISTDataModule
+    from dcgan.losses import d_loss_bce, g_loss_nonsaturating
+    from dcgan.nets import Discriminator, Generator
+
     L.seed_everything(seed, verbose=False)
-    size = images.size(-1)
-    gen, disc = Generator(100, 64, size, 1), Discriminator(64, size, 1)
+    dm = MNISTDataModule(str(data_dir))  # decoded from the .gz files in this process: a user's cost
+    dm.setup()
+    images = dm.images
+    gen, disc = Generator(100, 64, 32, 1), Discriminator(64, 32, 1)
     ema = copy.deepcopy(gen).requires_grad_(False)
     opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    pending, clock, steps = list(budgets), Clock(), 0
-
-    def snapshot(budget: float) -> None:
-        torch.save(gen, out / f"{name}_{budget:g}.pt")
-        torch.save(ema, out / f"{name}+ema_{budget:g}.pt")
-
+    pending, steps = sorted(budgets), 0
     while pending:
         for idx in torch.randperm(len(images)).split(batch_size):
             if len(idx) < batch_size:
@@ -103,215 +105,234 @@ def plain_loop(
             opt_g.step()
             disc.requires_grad_(True)
             steps += 1
-            decay = min(ema_decay, (1 + steps) / (10 + steps))  # the same warm-up as the project's EMA
+            decay = min(0.999, (1 + steps) / (10 + steps))
             with torch.no_grad():
                 torch._foreach_lerp_(list(ema.parameters()), list(gen.parameters()), 1.0 - decay)
                 for e, b in zip(ema.buffers(), gen.buffers(), strict=True):
                     e.copy_(b)
-            while pending and clock.seconds() >= pending[0] * 60:
-                clock.pause_for(snapshot, pending.pop(0))
+            while pending and elapsed() >= pending[0] * 60:
+                budget = pending.pop(0)
+                torch.save(gen, out / f"{name}_{budget:g}.pt")
+                torch.save(ema, out / f"{name.replace('plain', 'plain+ema', 1)}_{budget:g}.pt")
+                print(f"{name}: snapshot at {budget:g} min ({steps} batches)", flush=True)
             if not pending:
                 return
 
 
-class Snapshots(L.Callback):
-    """Saves the generator ``sample`` uses (EMA when on) as training time passes each budget, then stops."""
-
-    def __init__(self, budgets: list[float], out: str, name: str) -> None:
-        self.pending, self.out, self.name = list(budgets), Path(out), name
-        self.clock: Clock | None = None
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
-        self.clock = Clock()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        assert self.clock is not None
-        while self.pending and self.clock.seconds() >= self.pending[0] * 60:
-            self.clock.pause_for(self._save, pl_module, self.pending.pop(0))
-        if not self.pending:
-            trainer.should_stop = True
-
-    def _save(self, pl_module: Any, budget: float) -> None:
-        net = pl_module.generator_ema if pl_module.generator_ema is not None else pl_module.generator
-        net = getattr(net, "_orig_mod", net)  # torch.compile'd
-        torch.save(copy.deepcopy(net).float().cpu(), self.out / f"{self.name}_{budget:g}.pt")
-
-
-def recipe_run(name: str, data_dir: Path, budgets: list[float], out: Path, cache_dir: Path, seed: int) -> None:
+def launch(arm: str, seed: int, args: argparse.Namespace, budgets: list[float]) -> float:
+    """Run one arm for one seed in a new process; returns its wall time in seconds."""
+    name = f"{arm}@{seed}"
+    env = {**os.environ, T0_ENV: repr(time.time()), "PYTHONWARNINGS": "ignore"}
     with tempfile.TemporaryDirectory(prefix="dcgan-ttq-") as tmp:
-        overrides = [
-            "data=mnist",
-            f"experiment={name}",
-            f"data.data_dir={data_dir}",
-            f"paths.output_dir={tmp}",
-            f"paths.cache_dir={cache_dir}",
-            f"seed={seed}",
-            "trainer.max_epochs=1000",
-            "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false",
-            "~callbacks.progress_bar",
-            "~callbacks.quality",
-            f"+callbacks.snapshots._target_={__name__}.Snapshots",
-            f"+callbacks.snapshots.budgets=[{','.join(map(str, budgets))}]",
-            f"+callbacks.snapshots.out={out}",
-            f"+callbacks.snapshots.name={name}",
-        ]
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
-        with open_dict(cfg):
-            cfg.pop("hydra", None)
-        train(cfg)
+        if arm == "plain":
+            cmd = [sys.executable, __file__, "--worker", "plain", "--seed", str(seed), "--name", name]
+            cmd += ["--data-dir", str(args.data_dir), "--budgets", args.budgets, "--out", str(args.out)]
+        else:
+            limit = max(budgets) + 1  # minutes: a margin past the last budget; the snapshots stop the run
+            cmd = [sys.executable, "train.py", "data=mnist", f"data.data_dir={args.data_dir}", f"seed={seed}"]
+            cmd += [] if arm == "defaults" else [f"experiment={arm}"]
+            cmd += [
+                f"trainer.max_time=00:00:{int(limit):02d}:{int(limit % 1 * 60):02d}",
+                f"paths.output_dir={tmp}/run",
+                f"paths.cache_dir={tmp}/cache",  # fresh: classifier and decode cache are first-use costs here
+                "trainer.enable_progress_bar=false",
+                "~callbacks.progress_bar",
+                f"callbacks.quality.classifier_steps={args.classifier_steps}",
+                "+callbacks.snapshots._target_=bench.time_to_quality.Snapshots",
+                f"+callbacks.snapshots.budgets=[{args.budgets}]",
+                f"+callbacks.snapshots.out={args.out}",
+                f"+callbacks.snapshots.name={name}",
+            ]
+        start = time.time()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        seconds = time.time() - start
+        (args.out / f"{name}.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed ({proc.returncode}); log: {args.out / f'{name}.log'}")
+    return seconds
 
 
-def fake_batches(gen: Generator, n: int, batch: int, seed: int) -> Iterator[Any]:
-    """``n`` samples at 32x32 (a 64px G's averaged 2x2); a conditional G's come with their labels, classes in turn."""
-    gen.eval()
-    rng = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for start in range(0, n, batch):
-            z = torch.randn(min(batch, n - start), gen.nz, generator=rng)
-            labels = torch.arange(start, start + len(z)) % gen.num_classes if gen.num_classes else None
-            images = gen(z, labels).float()
-            if images.size(-1) != 32:
-                images = F.adaptive_avg_pool2d(images, 32)
-            yield images if labels is None else (images, labels)
+def score_all(args: argparse.Namespace, runs: list[tuple[str, int]], budgets: list[float]) -> dict[str, Any]:
+    """hfid and cfid of every snapshot, and the real-data floor on the same scorers."""
+    from dcgan.data.mnist import MNISTDataModule
+    from dcgan.metrics.build import Extractors, build_suite, real_batches
+    from dcgan.metrics.protocols import Protocol
+    from dcgan.metrics.suite import Settings
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DCGAN_DATA_DIR", "../shared/data")))
-    parser.add_argument("--budgets", default="2.5,5,10,20", help="wall-clock minutes, comma list")
-    parser.add_argument("--baselines", default="plain,plain64", help="hand-written loops: plain (32px), plain64")
-    parser.add_argument(
-        "--recipes", default="mnist_fast,mnist_fast_conditional", help="experiment configs, comma list ('' for none)"
-    )
-    parser.add_argument("--samples", type=int, default=5000, help="generated images per score")
-    parser.add_argument("--ema-decay", type=float, default=0.999)
-    parser.add_argument("--batch-size", type=int, default=64, help="the plain loop's batch (pytorch/examples' default)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--classifier-steps", type=int, default=1000, help="the metric classifier's (as in training)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench/time_to_quality"))
-    parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("DCGAN_CACHE_DIR", "~/.cache/dcgan")))
-    args = parser.parse_args(argv)
-    budgets = sorted(float(b) for b in args.budgets.split(",") if b)
-    recipes = [r for r in args.recipes.split(",") if r]
-    baselines = [b for b in args.baselines.split(",") if b]
-    if unknown := set(baselines) - {"plain", "plain64"}:
-        parser.error(f"--baselines {','.join(sorted(unknown))}: expected plain and/or plain64.")
-    if not (args.data_dir / "MNIST" / "raw").is_dir():
-        parser.error(f"--data-dir {args.data_dir}: no MNIST/raw/ there. Point it at the folder that holds MNIST/.")
-    args.out.mkdir(parents=True, exist_ok=True)
-    cache_dir = args.cache_dir.expanduser()
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-
-    dm = MNISTDataModule(str(args.data_dir), cache_dir=str(cache_dir))
+    dm = MNISTDataModule(str(args.data_dir), cache_dir=str(args.cache_dir))
     dm.prepare_data()
-    dm.setup("fit")
-    print(
-        f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads; MNIST 32x32; "
-        f"budgets {budgets} min; {args.samples} samples per score",
-        flush=True,
+    dm.setup()
+    n = args.samples
+    protocols = [Protocol("hfid", n, "test"), Protocol("cfid", n, "test"), Protocol("coverage", n)]
+    how = Extractors(cache_dir=args.cache_dir, classifier_steps=args.classifier_steps, heldout_steps=args.heldout_steps)
+    suite = build_suite(dm, protocols, how, Settings(seed=args.seed + 12345))
+    floor = suite.compute(suite.extract(real_batches(dm, n, 500)), None)  # real train digits vs the test split
+    print(f"real-data floor ({n} real training digits): {floor}", flush=True)
+    scores: dict[str, Any] = {"floor": floor, "protocols": [p.name for p in protocols], "runs": {}}
+    for arm, seed in runs:
+        for label in [arm, f"{arm}+ema"] if arm == "plain" else [arm]:
+            for budget in budgets:
+                path = args.out / f"{label}@{seed}_{budget:g}.pt"
+                if not path.is_file():
+                    continue
+                gen = torch.load(path, map_location="cpu", weights_only=False).eval()  # a module this bench saved
+                with torch.no_grad():
+                    result = suite.score(lambda z, labels, gen=gen: gen(z, labels).float(), gen.nz)
+                scores["runs"].setdefault(label, {}).setdefault(str(seed), {})[f"{budget:g}"] = result
+    return scores
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else float("nan"),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def table(scores: dict[str, Any], metric: str, budgets: list[float]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{arm: {budget: summary over seeds}}`` of ``metric``."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for arm, seeds in scores["runs"].items():
+        for b in budgets:
+            values = [per[f"{b:g}"][metric] for per in seeds.values() if f"{b:g}" in per]
+            if values:
+                out.setdefault(arm, {})[f"{b:g}"] = summarise(values)
+    return out
+
+
+def cell(s: dict[str, float] | None) -> str:
+    if not s:
+        return "-"
+    if s["n"] == 1:
+        return f"{s['mean']:.2f} (1 seed)"
+    return f"{s['mean']:.2f} ± {s['sd']:.2f} [{s['min']:.2f}-{s['max']:.2f}]"
+
+
+def verdict(summary: dict[str, dict[str, dict[str, float]]], floor: float, recipe: str) -> list[str]:
+    """The issue's targets, each as a line that says MET, MISSED or TIE with the figures it rests on."""
+    lines = []
+    plain, best = summary.get("plain", {}), summary.get(recipe, {})
+    if not plain or not best or "10" not in plain or "10" not in best or "5" not in best:
+        return ["the target check needs the plain arm, the recipe and budgets 5 and 10"]
+
+    def compare(a: dict[str, float], b: dict[str, float]) -> str:
+        spread = max(x for x in (a["sd"], b["sd"], 0.0) if x == x)  # nan-free
+        if abs(a["mean"] - b["mean"]) < spread:
+            return "TIE (difference inside the spread)"
+        return "MET" if a["mean"] < b["mean"] else "MISSED"
+
+    target = 3 * floor
+    lines.append(
+        f"{recipe} at 10 min: mean {best['10']['mean']:.2f} vs 3x the real-data floor {target:.2f}: "
+        + ("MET" if best["10"]["mean"] <= target else f"MISSED by {best['10']['mean'] / target:.2f}x")
     )
-    for name in baselines:
-        start = time.perf_counter()
-        images = dm.images if name == "plain" else upsample(dm.images, 64)
-        plain_loop(name, images, budgets, args.out, args.ema_decay, args.seed, args.batch_size)
-        print(f"{name} loop done ({time.perf_counter() - start:.0f} s)", flush=True)
-    for name in recipes:
-        start = time.perf_counter()
-        recipe_run(name, args.data_dir, budgets, args.out, cache_dir, args.seed)
-        print(f"recipe {name} done ({time.perf_counter() - start:.0f} s)", flush=True)
-
-    metrics = QualityMetrics(
-        num_samples=args.samples,
-        batch_size=500,
-        cache_dir=str(cache_dir),
-        seed=args.seed,
-        classifier="on",
-        classifier_steps=args.classifier_steps,
+    lines.append(
+        f"{recipe} at 5 min, worst seed {best['5']['max']:.2f} vs plain at 10 min, mean {plain['10']['mean']:.2f}: "
+        + ("MET" if best["5"]["max"] < plain["10"]["mean"] else "MISSED")
     )
-    suite = metrics.build_suite(dm, torch.device("cpu"))
-    assert suite is not None
-    names = [*(n for b in baselines for n in (b, f"{b}+ema")), *recipes]
-    table: dict[str, dict[float, dict[str, float]]] = {name: {} for name in names}
-    for name in names:
-        for budget in budgets:
-            path = args.out / f"{name}_{budget:g}.pt"
-            if path.is_file():
-                gen = torch.load(path, map_location="cpu", weights_only=False)  # a module this bench saved
-                table[name][budget] = suite.score(fake_batches(gen, args.samples, 500, args.seed + 1))
-    (args.out / "results.json").write_text(json.dumps({n: {str(b): v for b, v in r.items()} for n, r in table.items()}))
-
-    width = max(map(len, names))
-    print(f"\ncFID (class coverage) by training wall time; {args.samples} samples, lower cFID is better")
-    print(f"{'recipe':<{width}}  " + "  ".join(f"{b:>14g} min" for b in budgets))
-    for name in names:
-        cells = [
-            f"{r['val/cfid']:8.2f} ({r['val/class_coverage']:.3f})" if (r := table[name].get(b)) else f"{'-':>18}"
-            for b in budgets
-        ]
-        print(f"{name:<{width}}  " + "  ".join(cells))
-    for name in names:
-        if any("val/class_acc" in r for r in table[name].values()):
-            accs = ", ".join(f"{r['val/class_acc']:.3f} at {b:g} min" for b, r in table[name].items())
-            print(f"{name}: val/class_acc (the classifier sees the class asked for) {accs}")
-    verdict(table, budgets, recipes)
-    plot(table, budgets, args.out / "time_to_quality.png")
-    print(f"plot: {args.out / 'time_to_quality.png'}")
-    return 0
-
-
-def upsample(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (N, 1, 32, 32) -> uint8 (N, 1, size, size), bilinear, in chunks to bound memory."""
-    return torch.cat(
-        [
-            F.interpolate(chunk.float(), size=size, mode="bilinear", align_corners=False).round().clamp(0, 255).byte()
-            for chunk in images.split(4096)
-        ]
-    )
-
-
-def verdict(
-    table: dict[str, dict[float, dict[str, float]]], budgets: list[float], recipes: list[str]
-) -> dict[str, bool]:
-    """The target, per recipe: at 5 min a cFID <= half the plain loop's at 20 min and a class coverage >= 0.98,
-    and a lower cFID than plain+ema at every budget. Empty when the table cannot tell."""
-    if 5.0 not in budgets or 20.0 not in budgets or not recipes or "plain+ema" not in table:
-        print("the target check needs budgets 5 and 20, the plain baseline and at least one recipe")
-        return {}
-    met = {}
-    plain20 = table["plain"][20.0]["val/cfid"]
-    for name in recipes:
-        at5 = table[name].get(5.0, {}).get("val/cfid", float("inf"))
-        beats = all(
-            table[name].get(b, {}).get("val/cfid", float("inf")) < table["plain+ema"][b]["val/cfid"] for b in budgets
+    for b in sorted(best, key=float):
+        if b in plain:
+            worst = "MET" if best[b]["max"] < plain[b]["max"] else "MISSED"
+            lines.append(
+                f"{recipe} vs plain at {b} min: mean {best[b]['mean']:.2f} vs {plain[b]['mean']:.2f}: "
+                f"{compare(best[b], plain[b])}; worst seed {best[b]['max']:.2f} vs {plain[b]['max']:.2f}: {worst}"
+            )
+    defaults = summary.get("defaults", {}).get("10")
+    if defaults:
+        lines.append(
+            f"data=mnist defaults at 10 min {defaults['mean']:.2f} ({defaults['n']} seed) vs plain's mean "
+            f"{plain['10']['mean']:.2f}: " + ("MET" if defaults["mean"] < plain["10"]["mean"] else "MISSED")
         )
-        coverage = table[name].get(5.0, {}).get("val/class_coverage", 0.0)
-        ok = met[name] = at5 <= plain20 / 2 and beats and coverage >= 0.98
-        print(
-            f"{name}: cFID at 5 min {at5:.2f} vs plain at 20 min {plain20:.2f} (target <= {plain20 / 2:.2f}); "
-            f"beats plain+ema at every budget: {beats}; coverage at 5 min {coverage:.3f}: "
-            f"{'MEETS' if ok else 'MISSES'} the target"
-        )
-    return met
+    return lines
 
 
-def plot(table: dict[str, dict[float, dict[str, float]]], budgets: list[float], path: Path) -> None:
+def plot(summary: dict[str, dict[str, dict[str, float]]], floor: float, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, rows in table.items():
-        xs = [b for b in budgets if b in rows]
-        ax.plot(xs, [rows[b]["val/cfid"] for b in xs], marker="o", label=name)
-    ax.set(xlabel="training wall time (min)", ylabel="classifier FID (lower is better)", yscale="log")
-    ax.set_title(f"MNIST 32x32 on {os.cpu_count()} CPU cores")
-    ax.legend()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for arm, rows in summary.items():
+        xs = sorted(rows, key=float)
+        means = [rows[b]["mean"] for b in xs]
+        line = ax.plot([float(b) for b in xs], means, marker="o", label=f"{arm} ({rows[xs[0]]['n']} seeds)")[0]
+        if rows[xs[0]]["n"] > 1:
+            lo, hi = [rows[b]["min"] for b in xs], [rows[b]["max"] for b in xs]
+            ax.fill_between([float(b) for b in xs], lo, hi, color=line.get_color(), alpha=0.15)
+    ax.axhline(floor, color="k", ls=":", label=f"real data ({floor:.2f})")
+    ax.axhline(3 * floor, color="k", ls="--", lw=0.8, label="3x real data")
+    ax.set(xlabel="wall time of the run (min)", ylabel="hfid10k_test (lower is better)", yscale="log", title=title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DCGAN_DATA_DIR", "../shared/data")))
+    parser.add_argument("--budgets", default="2.5,5,10", help="minutes of each run's wall clock, comma list")
+    parser.add_argument("--arms", default="plain:3,mnist_fast:3,defaults:1", help="name:seeds, comma list")
+    parser.add_argument("--recipe", default="mnist_fast", help="the arm the targets are checked for")
+    parser.add_argument("--samples", type=int, default=10000, help="generated images per score")
+    parser.add_argument("--seed", type=int, default=0, help="the first seed; arms use seed, seed+1, ...")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench/time_to_quality"))
+    parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("DCGAN_CACHE_DIR", "~/.cache/dcgan")))
+    parser.add_argument("--classifier-steps", type=int, default=800, help="the training-time classifier's (as shipped)")
+    parser.add_argument("--heldout-steps", type=int, default=1500, help="the held-out scorer's training steps")
+    parser.add_argument("--score-only", action="store_true", help="score the snapshots already in --out")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--name", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    budgets = sorted(float(b) for b in args.budgets.split(",") if b)
+    args.out = args.out.resolve()
+    args.data_dir = args.data_dir.resolve()
+    args.cache_dir = args.cache_dir.expanduser().resolve()
+    if args.worker == "plain":
+        plain_run(args.data_dir, budgets, args.out, args.name, args.seed, 64)
+        return 0
+    if not (args.data_dir / "MNIST" / "raw").is_dir():
+        parser.error(f"--data-dir {args.data_dir}: no MNIST/raw/ there. Point it at the folder that holds MNIST/.")
+    arms: list[tuple[str, int]] = []
+    for item in filter(None, args.arms.split(",")):
+        arm, _, count = item.partition(":")
+        arms.append((arm, int(count or 1)))
+    runs = [(arm, args.seed + i) for i in range(max(c for _, c in arms)) for arm, c in arms if i < c]
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    machine = f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs"
+    print(f"{machine}; MNIST 32x32; budgets {budgets} min; runs {runs}", flush=True)
+    walls = {}
+    if not args.score_only:
+        for arm, seed in runs:
+            walls[f"{arm}@{seed}"] = launch(arm, seed, args, budgets)
+            print(f"{arm}@{seed} done ({walls[f'{arm}@{seed}']:.0f} s)", flush=True)
+    scores = score_all(args, runs, budgets)
+    scores["walls"], scores["machine"] = walls, machine
+    (args.out / "results.json").write_text(json.dumps(scores, indent=1))
+
+    hfid = next(p for p in scores["protocols"] if p.startswith("hfid"))
+    cfid = next(p for p in scores["protocols"] if p.startswith("cfid"))
+    floor = scores["floor"][hfid]
+    for metric in (hfid, cfid):
+        summary = table(scores, metric, budgets)
+        print(f"\n{metric} by wall time of the run: mean ± sd [min-max] over seeds (lower is better); "
+              f"real-data floor {scores['floor'][metric]:.2f}")  # fmt: skip
+        print("| arm | " + " | ".join(f"{b:g} min" for b in budgets) + " |")
+        print("|---|" + "---|" * len(budgets))
+        for arm, rows in summary.items():
+            print(f"| {arm} | " + " | ".join(cell(rows.get(f"{b:g}")) for b in budgets) + " |")
+    summary = table(scores, hfid, budgets)
+    print("\nTargets (held-out scorer):")
+    for line in verdict(summary, floor, args.recipe):
+        print(f"- {line}")
+    plot(summary, floor, args.out / "time_to_quality.png", f"MNIST 32x32, {machine.split(', ', 1)[1]}")
+    print(f"plot: {args.out / 'time_to_quality.png'}; results: {args.out / 'results.json'}")
+    return 0
 
 
 if __name__ == "__main__":

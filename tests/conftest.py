@@ -75,11 +75,13 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
 @pytest.fixture
 def mnist_root(tmp_path: Path) -> Path:
-    """A 256-image MNIST train split (random strokes) in torchvision's layout: <root>/MNIST/raw/*.gz."""
+    """A 256-image MNIST train and a 128-image test split (random pixels) in torchvision's layout: <root>/MNIST/raw/."""
     rng = np.random.default_rng(0)
     raw = tmp_path / "mnist_data" / "MNIST" / "raw"
     write_idx_images(raw / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (256, 28, 28)))
     write_idx_labels(raw / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 256))
+    write_idx_images(raw / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (128, 28, 28)))
+    write_idx_labels(raw / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 128))
     return tmp_path / "mnist_data"
 
 

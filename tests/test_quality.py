@@ -16,7 +16,10 @@ from dcgan.cli import CONF_DIR, evaluate, generate, train
 from dcgan.data import DigitsDataModule, ImageFolderDataModule, to_unit_range
 from dcgan.metrics import QualitySuite, cached_classifier, class_coverage, train_classifier
 from dcgan.metrics.callback import QualityMetrics
-from dcgan.metrics.classifier import DigitClassifier
+from dcgan.metrics.classifier import DigitClassifier, HeldOutClassifier
+from dcgan.metrics.extractors import ClassifierExtractor
+from dcgan.metrics.protocols import Protocol
+from dcgan.metrics.reference import compute_reference
 from tests.conftest import TINY, fit
 from tests.test_module import make_module, one_batch_data
 
@@ -31,10 +34,13 @@ def real_batches(start: int, n: int = 400) -> list[torch.Tensor]:
 def test_fid_pipeline_ranks_real_far_below_noise() -> None:
     """With a randomly initialised feature extractor (not trained: this tests the pipeline, not the features)."""
     torch.manual_seed(0)
-    suite = QualitySuite(real_batches(0), classifier=DigitClassifier(1, 10).eval())
-    real_vs_real = suite.score(real_batches(800))["val/cfid"]
-    real_vs_noise = suite.score([torch.rand(200, 1, 16, 16) * 2 - 1 for _ in range(2)])["val/cfid"]
-    assert real_vs_real * 10 < real_vs_noise
+    extractor = ClassifierExtractor(DigitClassifier(1, 10).eval(), "classifier")
+    reference = compute_reference(iter(real_batches(0)), extractor, set())
+    references = {("classifier", "train"): reference}
+    suite = QualitySuite([Protocol("cfid", 400, "train")], {"classifier": extractor}, references)
+    real_vs_real = suite.compute(suite.extract(iter(real_batches(800))), None)["cfid400_train"]
+    real_vs_noise = suite.compute(suite.extract(torch.rand(200, 1, 16, 16) * 2 - 1 for _ in range(2)), None)
+    assert real_vs_real * 10 < real_vs_noise["cfid400_train"]
 
 
 def test_class_coverage_is_one_for_even_classes_and_one_kth_for_a_single_class() -> None:
@@ -55,10 +61,21 @@ def test_metric_classifier_learns_and_is_cached(tmp_path: Path, monkeypatch) -> 
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True))
 
 
+def test_the_held_out_scorer_is_another_network_that_learns(tmp_path: Path) -> None:
+    labels = DIGITS.load_labels()
+    model, accuracy = train_classifier(DIGITS.images, labels, 10, steps=150, arch="heldout")
+    assert isinstance(model, HeldOutClassifier) and accuracy > 0.6
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # not the digit classifier's family
+    assert model.features(torch.zeros(2, 1, 16, 16)).shape == (2, HeldOutClassifier.num_features)
+    with pytest.raises(ValueError, match="arch='resnet'"):
+        cached_classifier(DIGITS.images, labels, 10, tmp_path, arch="resnet")
+
+
 def test_metrics_follow_what_the_data_and_weights_allow(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("DCGAN_INCEPTION_WEIGHTS", raising=False)
     folder = ImageFolderDataModule(data_dir=str(tmp_path))
-    assert QualityMetrics().available(DIGITS) == ["val/cfid", "val/class_coverage"]
+    assert QualityMetrics().names(DIGITS) == ["val/cfid1k_train", "val/coverage1k"]
+    assert QualityMetrics().names(DIGITS, conditional=True)[-1] == "val/class_acc1k"
     assert QualityMetrics().available(folder) == []
     with pytest.raises(ValueError, match="classifier=on needs a data set with class labels"):
         QualityMetrics(classifier="on").available(folder)
@@ -73,12 +90,12 @@ def test_training_logs_offline_quality_per_epoch_and_keeps_the_best_checkpoint(m
     with pytest.warns(UserWarning, match="FID/KID/IS are off for this run"):
         metrics = train(make_cfg(overrides))
     run = tmp_path / "run"
-    assert {"val/cfid", "val/class_coverage"} <= set(metrics)
+    assert {"val/cfid64_train", "val/coverage64"} <= set(metrics)  # TINY scores 64 samples; digits: train split
     (event_file,) = (run / "tensorboard").glob("events.out.tfevents.*")
     events = EventAccumulator(str(event_file))
     events.Reload()
-    assert [s.step for s in events.Scalars("val/cfid")] == [14, 28]  # 7 batches an epoch, 2 global steps each
-    assert 0 < events.Scalars("val/class_coverage")[-1].value <= 1
+    assert [s.step for s in events.Scalars("val/cfid64_train")] == [14, 28]  # 7 batches an epoch, 2 steps each
+    assert 0 < events.Scalars("val/coverage64")[-1].value <= 1
     (best,) = (run / "checkpoints").glob("best-step*.ckpt")
     assert torch.load(best, weights_only=False)["callbacks"]  # a full training checkpoint
 
@@ -182,7 +199,7 @@ def test_evaluate_reports_quality_and_a_probe_above_chance(tiny_ckpt: Path, tmp_
     with open_dict(cfg):
         cfg.pop("hydra", None)
     report = evaluate(cfg)
-    assert set(report["quality"]) == {"val/cfid", "val/class_coverage"}
+    assert set(report["quality"]) == {"cfid200_train", "coverage200"}
     assert report["probe"]["train_size"] == 600 and report["probe"]["num_features"] == 8 * 16 * (1 + 2)
     assert report["probe"]["accuracy"] > 3 * report["probe"]["chance"]  # D's features separate digits
     json.dumps(report)  # what evaluate.py writes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
@@ -24,11 +23,11 @@ from omegaconf import DictConfig
 
 from dcgan import sampling
 from dcgan.data import DataError
-from dcgan.distributed import describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
+from dcgan.distributed import RANK_CONFIG, describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
+from dcgan.evaluation import evaluate
 from dcgan.hardware import register_resolvers
 from dcgan.metrics.callback import QualityMetrics
 from dcgan.module import DCGAN
-from dcgan.probe import linear_probe
 
 log = logging.getLogger("dcgan")
 
@@ -79,10 +78,10 @@ def _announce(output_dir: Path, trainer: L.Trainer | None = None) -> None:
     log.info("Watch it: tensorboard --logdir %s", output_dir)
 
 
-def _drop_unmonitorable(callbacks: list[Any], datamodule: L.LightningDataModule) -> list[Any]:
+def _drop_unmonitorable(callbacks: list[Any], datamodule: L.LightningDataModule, conditional: bool) -> list[Any]:
     """Remove quality-monitoring checkpoints whose metric this run cannot log (e.g. no labels, no Inception)."""
     quality = next((c for c in callbacks if isinstance(c, QualityMetrics)), None)
-    available = quality.available(datamodule) if quality else []
+    available = quality.names(datamodule, conditional) if quality else []
     kept = []
     for callback in callbacks:
         monitor = getattr(callback, "monitor", None) if isinstance(callback, ModelCheckpoint) else None
@@ -104,6 +103,29 @@ def _check_sync_batchnorm(trainer: L.Trainer, sync_batchnorm: bool) -> None:
         )
 
 
+def _time_budget(trainer_cfg: DictConfig) -> DictConfig:
+    """With ``trainer.max_time`` given, the run lasts that long: a recipe's ``max_epochs`` does not end it first.
+
+    Changes ``trainer_cfg`` in place. An explicit ``trainer.max_epochs=`` on the command line still counts
+    (whichever comes first).
+    """
+    if trainer_cfg.get("max_time") is None or trainer_cfg.get("max_epochs") in (None, -1):
+        return trainer_cfg
+    if HydraConfig.initialized() and HydraConfig.get().job.config_name == Path(RANK_CONFIG).stem:
+        return trainer_cfg  # another DDP rank: rank zero decided, and saved its decision in this config
+    explicit = HydraConfig.initialized() and any(
+        o.split("=")[0].lstrip("+~") == "trainer.max_epochs" for o in HydraConfig.get().overrides.task
+    )
+    if explicit:
+        return trainer_cfg
+    rank_zero_info(
+        f"trainer.max_time={trainer_cfg.max_time}: training for that long (the config's max_epochs="
+        f"{trainer_cfg.max_epochs} is lifted; pass trainer.max_epochs=N too to stop at whichever comes first)."
+    )
+    trainer_cfg.max_epochs = -1
+    return trainer_cfg
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the model ``cfg`` describes; returns the final logged metrics as floats."""
     _quiet_advisories()
@@ -111,8 +133,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.data)
         model = instantiate(cfg.model, _recursive_=False)
-        callbacks = _drop_unmonitorable(_instantiate_all(cfg.get("callbacks")), datamodule)
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")))
+        callbacks = _drop_unmonitorable(_instantiate_all(cfg.get("callbacks")), datamodule, model.conditional)
+        trainer_cfg = _time_budget(cfg.trainer)
+        trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")))
         _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
         output_dir = Path(cfg.paths.output_dir).resolve()
         use_job_rank_launcher(trainer, cfg, output_dir)
@@ -132,7 +155,7 @@ def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     if name not in metrics:
         raise KeyError(
             f"optimized_metric={name}: this run logged no such metric (it logged {sorted(metrics) or 'none'}). "
-            "Name one of those, or make the run log it (val/cfid needs labelled data and callbacks.quality)."
+            "Name one of those, or make the run log it (val/cfid<N>_<split> needs labelled data and callbacks.quality)."
         )
     return metrics[name]
 
@@ -244,56 +267,12 @@ def generate_main(cfg: DictConfig) -> None:
     generate(cfg)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Quality of a checkpoint's samples and the linear probe on its discriminator; prints a table, writes JSON."""
-    model = load_model(cfg.ckpt_path, cfg.device, cfg.ema)
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    metrics = QualityMetrics(
-        num_samples=cfg.num_samples,
-        batch_size=cfg.batch_size,
-        cache_dir=cfg.paths.cache_dir,
-        seed=cfg.seed,
-        **cfg.quality,
-    )
-    report: dict[str, Any] = {"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "num_samples": cfg.num_samples}
-    suite = metrics.build_suite(datamodule, model.device)
-    report["quality"] = suite.score(metrics.fake_batches(model)) if suite else {}
-    if cfg.probe.enabled and getattr(datamodule, "num_classes", None):
-        result = linear_probe(
-            model.discriminator,
-            datamodule.images,
-            datamodule.load_labels(),
-            cfg.probe.train_size,
-            cfg.probe.test_size,
-            C=cfg.probe.C,
-            seed=cfg.seed,
-        )
-        report["probe"] = vars(result)
-    rows = [(k, f"{v:.4f}") for k, v in report["quality"].items()]
-    if "probe" in report:
-        p = report["probe"]
-        rows += [
-            ("probe/accuracy", f"{p['accuracy']:.4f}"),
-            ("probe/chance", f"{p['chance']:.4f}"),
-            ("probe/setup", f"{p['num_features']} D features, {p['train_size']} train / {p['test_size']} test"),
-        ]
-    width = max(len(k) for k, _ in rows) if rows else 0
-    table = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-    out = Path(HydraConfig.get().runtime.output_dir) / "evaluation.json" if HydraConfig.initialized() else None
-    if out is not None:
-        out.write_text(json.dumps(report, indent=2))
-    print(f"{report['ckpt_path']} ({cfg.num_samples} samples)\n{table}" + (f"\nJSON: {out}" if out else ""))
-    return report
-
-
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def evaluate_main(cfg: DictConfig) -> None:
     """``python evaluate.py`` / ``dcgan-evaluate``."""
     try:
         evaluate(cfg)
-    except DataError as err:
+    except (DataError, FileNotFoundError) as err:  # the message says what is wrong and how to fix it
         log.error("%s", err)
         sys.exit(2)
 

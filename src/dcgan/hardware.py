@@ -43,6 +43,11 @@ def fast_precision(accelerator: str = "auto") -> str:
 
 
 def register_resolvers() -> None:
-    """``${dcgan.fast_precision:${.accelerator}}``, used by ``conf/trainer/default.yaml``."""
+    """``${dcgan.fast_precision:${.accelerator}}`` (``conf/trainer/default.yaml``) and
+    ``${dcgan.protocol:cfid,1000,test}`` -> ``val/cfid1k_test`` (the best checkpoint's monitor, Optuna's metric)."""
+    from dcgan.metrics.protocols import monitor_key
+
     if not OmegaConf.has_resolver("dcgan.fast_precision"):
         OmegaConf.register_new_resolver("dcgan.fast_precision", fast_precision)
+    if not OmegaConf.has_resolver("dcgan.protocol"):
+        OmegaConf.register_new_resolver("dcgan.protocol", monitor_key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -98,6 +99,64 @@ class InMemoryDataModule(L.LightningDataModule):
     def write_cache(self, path: Path) -> None:
         """Decode into the .npy file ``path``; large data sets override this to stream into a memmap."""
         np.save(path, self.load_images().numpy())
+
+    # --- splits, for the quality metrics' reference images --------------------------------------
+    splits: tuple[str, ...] = ("train",)  # what for_split() can serve; data sets with a test split add it
+
+    @property
+    def current_split(self) -> str:
+        return getattr(self, "split", "train")
+
+    def for_split(self, split: str) -> InMemoryDataModule:
+        """This data set's ``split`` with the same decode settings, set up: the real images metrics compare to."""
+        if split == self.current_split:
+            if self.images is None:
+                self.prepare_data()
+                self.setup("fit")
+            return self
+        if split not in self.splits:
+            raise DataError(
+                f"{self.name} has no {split!r} split (it has {', '.join(self.splits)}): metrics can compare with "
+                f"{' or '.join(self.splits)} only. Set callbacks.quality.reference (or the protocol's split) to one."
+            )
+        other = copy.copy(self)
+        other.split = split
+        other.reset_decoded()
+        other.prepare_data()
+        other.setup("fit")
+        return other
+
+    def reset_decoded(self) -> None:
+        """Forget what ``setup`` decoded (a copy for another split decodes its own images)."""
+        self.images, self._train_loader, self.with_labels = None, None, False
+
+    def num_images(self) -> int:
+        if self.images is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run first.")
+        return len(self.images)
+
+    def images_at(self, index: torch.Tensor) -> torch.Tensor:
+        """uint8 (len(index), C, H, W): the images at ``index`` (set up first)."""
+        return self.images[index]
+
+    def identity(self) -> list[Any]:
+        """What the decoded images depend on: the source files (path, size, mtime) and decode settings.
+
+        Embedded data sets (no files) use a digest of the images themselves.
+        """
+        sources = self.source_files()
+        if sources:
+            return [
+                type(self).__name__,
+                self.current_split,
+                self.channels,
+                self.decode_settings(),
+                file_fingerprint(sources),
+            ]
+        if self.images is None:
+            self.setup("fit")
+        digest = hashlib.sha1(self.images.contiguous().numpy().tobytes()).hexdigest()
+        return [type(self).__name__, self.current_split, self.channels, self.decode_settings(), digest]
 
     # --- cache -------------------------------------------------------------------------------
     def cache_path(self) -> Path | None:

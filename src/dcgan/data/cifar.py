@@ -63,6 +63,7 @@ class CIFAR10DataModule(InMemoryDataModule):
 
     name = "CIFAR-10"
     num_classes = 10
+    splits = ("train", "test", "all")
 
     def __init__(
         self,
@@ -75,10 +76,13 @@ class CIFAR10DataModule(InMemoryDataModule):
         download: bool = False,
         verify_md5: bool = True,
         cache_dir: str | None = None,
+        eval_split: str = "test",
     ) -> None:
         super().__init__(image_size, channels, batch_size, seed, cache_dir)
-        if split not in SPLITS:
-            raise DataError(f"data.split={split!r}: expected one of {sorted(SPLITS)}.")
+        for key, value in (("split", split), ("eval_split", eval_split)):
+            if value not in SPLITS:
+                raise DataError(f"data.{key}={value!r}: expected one of {sorted(SPLITS)}.")
+        self.eval_split = eval_split
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.split, self.download, self.verify_md5 = split, download, verify_md5
 

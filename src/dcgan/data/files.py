@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from dcgan.data.base import DataError, InMemoryDataModule
+from dcgan.data.base import DataError, InMemoryDataModule, file_fingerprint
 from dcgan.data.loader import TensorBatchLoader
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -117,6 +117,29 @@ class ImageFilesDataModule(InMemoryDataModule):
     def decode_settings(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "channels": self.channels, "crop": self.crop}
 
+    def reset_decoded(self) -> None:
+        super().reset_decoded()
+        self._files, self.dataset = None, None  # another split lists other files
+
+    def num_images(self) -> int:
+        return super().num_images() if self.cache else len(self.files)
+
+    def images_at(self, index: torch.Tensor) -> torch.Tensor:
+        if self.cache:
+            return super().images_at(index)
+        if self.dataset is None:
+            self.setup("fit")
+        return torch.stack([self.dataset[int(i)] for i in index])
+
+    def identity(self) -> list[Any]:
+        return [
+            type(self).__name__,
+            self.current_split,
+            self.channels,
+            self.decode_settings(),
+            file_fingerprint(self.files),
+        ]
+
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         workers = self.num_workers
         return DataLoader(dataset, num_workers=workers, persistent_workers=workers > 0, **kwargs)
@@ -219,6 +242,7 @@ class CelebADataModule(ImageFilesDataModule):
 
     name = "CelebA"
     SPLITS: ClassVar[dict[str, str | None]] = {"train": "0", "valid": "1", "test": "2", "all": None}
+    splits = tuple(SPLITS)
     PAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 
     def __init__(

@@ -65,6 +65,7 @@ class MNISTDataModule(InMemoryDataModule):
     name = "MNIST"
     folder = "MNIST"  # torchvision's folder name, and its dataset class name
     num_classes = 10
+    splits = ("train", "test")
 
     def __init__(
         self,
@@ -77,10 +78,13 @@ class MNISTDataModule(InMemoryDataModule):
         fit: str = "pad",
         download: bool = False,
         cache_dir: str | None = None,
+        eval_split: str = "test",
     ) -> None:
         super().__init__(image_size, channels, batch_size, seed, cache_dir)
-        if split not in _IMAGE_FILES:
-            raise DataError(f"data.split={split!r}: expected one of {sorted(_IMAGE_FILES)}.")
+        for key, value in (("split", split), ("eval_split", eval_split)):
+            if value not in _IMAGE_FILES:
+                raise DataError(f"data.{key}={value!r}: expected one of {sorted(_IMAGE_FILES)}.")
+        self.eval_split = eval_split
         if fit not in ("pad", "resize"):
             raise DataError(f"data.fit={fit!r}: expected 'pad' or 'resize'.")
         self.data_dir = Path(data_dir).expanduser().resolve()

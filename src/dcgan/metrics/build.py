@@ -1,0 +1,126 @@
+"""Assemble a ``QualitySuite`` for a data set: train or load the classifiers, load Inception, cache reference stats."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dcgan.data.base import DataError, InMemoryDataModule, to_unit_range
+from dcgan.metrics.classifier import cached_classifier
+from dcgan.metrics.extractors import ClassifierExtractor, Extractor, InceptionExtractor
+from dcgan.metrics.protocols import Protocol
+from dcgan.metrics.reference import ReferenceStats, cached_reference, compute_reference, reference_key
+from dcgan.metrics.suite import QualitySuite, Settings
+
+log = logging.getLogger(__name__)
+
+REFERENCE_SEED = 0  # real images are drawn with a fixed seed, so every run and sweep job shares the cache
+
+
+@dataclass(frozen=True)
+class Extractors:
+    """How to get each feature extractor (what the config's ``callbacks.quality`` / ``evaluate.yaml`` set)."""
+
+    inception_weights: Path | None = None
+    classifier_steps: int = 800
+    heldout_steps: int = 1500
+    cache_dir: Path | None = None
+
+
+def make_extractors(dm: InMemoryDataModule, kinds: set[str], how: Extractors) -> dict[str, Extractor]:
+    """The extractors ``kinds`` names; classifiers are trained once (on the data set's labels) and cached."""
+    extractors: dict[str, Extractor] = {}
+    if "inception" in kinds:
+        if how.inception_weights is None:
+            raise FileNotFoundError("Inception weights are needed for fid/kid/is and none were given.")
+        extractors["inception"] = InceptionExtractor(how.inception_weights)
+    if "classifier" in kinds:
+        train = dm.for_split(dm.current_split)
+        model = cached_classifier(
+            train.images, train.load_labels(), dm.num_classes, how.cache_dir, how.classifier_steps
+        )
+        extractors["classifier"] = ClassifierExtractor(model, "classifier")
+    if "heldout" in kinds:
+        test = dm.for_split("test")
+        model = cached_classifier(
+            test.images, test.load_labels(), dm.num_classes, how.cache_dir, how.heldout_steps, arch="heldout"
+        )
+        extractors["heldout"] = ClassifierExtractor(model, "heldout")
+    return extractors
+
+
+def real_batches(dm: InMemoryDataModule, n: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """``n`` of the data set's images drawn with a fixed seed (all, in order, when it has no more), in [-1, 1]."""
+    total = dm.num_images()
+    if n >= total:  # the whole split, in the data set's order: a folder's real images as torch-fidelity reads them
+        order = torch.arange(total)
+    else:
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(REFERENCE_SEED))[:n]
+    for chunk in order.split(batch_size):
+        yield to_unit_range(dm.images_at(chunk))
+
+
+def build_suite(
+    dm: InMemoryDataModule,
+    protocols: list[Protocol],
+    how: Extractors,
+    settings: Settings | None = None,
+    device: torch.device | str = "cpu",
+) -> QualitySuite:
+    """Everything ``protocols`` need for ``dm``: extractors, and reference statistics per (extractor, split)."""
+    settings = settings or Settings()
+    extractors = make_extractors(dm, {p.extractor for p in protocols}, how)
+    references: dict[tuple[str, str], ReferenceStats] = {}
+    for kind, split in sorted({(p.extractor, p.split) for p in protocols if p.split}):
+        wanted = [p for p in protocols if (p.extractor, p.split) == (kind, split)]
+        n = max(p.num_samples for p in wanted)
+        keep = {p.output for p in wanted if p.metric == "kid"}
+        real = dm.for_split(split)
+        n = min(n, real.num_images())  # the whole split when it has no more: one cache entry for any larger N
+        if keep and settings.kid_subset_size is not None and settings.kid_subset_size > n:
+            raise ValueError(
+                f"KID subset size {settings.kid_subset_size} > the {n} real images of the {split} split: "
+                f"set kid_subset_size <= {n} (or null)."
+            )
+        extractor = extractors[kind].to(device)
+        path = None
+        if how.cache_dir is not None:
+            key = reference_key(real.identity(), split, extractor.digest, n, REFERENCE_SEED)
+            path = how.cache_dir / "reference" / f"{kind}-{split}-{key}.npz"
+
+        def extract(batch: torch.Tensor, extractor: Extractor = extractor) -> dict[str, torch.Tensor]:
+            return extractor(batch.to(device))
+
+        def build(
+            real: InMemoryDataModule = real, n: int = n, keep: set[str] = keep, what: str = kind
+        ) -> ReferenceStats:
+            log.info(
+                "Reference statistics: %s features of %d %s images...",
+                what,
+                min(n, real.num_images()),
+                real.current_split,
+            )
+            return compute_reference(real_batches(real, n, settings.batch_size), extract, keep)
+
+        references[(kind, split)], hit = cached_reference(path, build, keep)
+        if hit:
+            log.info("Reference statistics (%s, %s split) from the cache: %s", kind, split, path)
+    return QualitySuite(protocols, extractors, references, settings, device)
+
+
+def check_data(dm: InMemoryDataModule, protocols: list[Protocol]) -> None:
+    """Raise DataError now when ``dm`` cannot serve what ``protocols`` need (labels, a test split)."""
+    kinds = {p.extractor for p in protocols}
+    if kinds & {"classifier", "heldout"} and getattr(dm, "num_classes", None) is None:
+        raise DataError(f"{dm.name} has no class labels: cfid, coverage, class_acc and hfid need a labelled data set.")
+    for split in sorted({p.split for p in protocols if p.split} | ({"test"} if "heldout" in kinds else set())):
+        if split != dm.current_split and split not in dm.splits:
+            names = ", ".join(p.name for p in protocols if p.split == split) or "hfid"
+            raise DataError(
+                f"{names}: {dm.name} has no {split!r} split (it has {', '.join(dm.splits)}). "
+                f"Name protocols against {' or '.join(dm.splits)}."
+            )
