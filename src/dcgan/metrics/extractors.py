@@ -74,7 +74,6 @@ class ClassifierExtractor(Extractor):
     def __init__(self, classifier: nn.Module, kind: str) -> None:
         super().__init__()
         self.classifier, self.kind = classifier.eval(), kind
-        self.num_classes = classifier.head(torch.zeros(1, classifier.num_features)).size(1)
         self.digest = f"{kind}-{type(classifier).__name__}-{weights_digest(classifier)}"
 
     @torch.no_grad()
