@@ -99,6 +99,30 @@ def test_a_missing_reference_split_fails_before_training() -> None:
         check_data(DIGITS, [Protocol("hfid", 100, "test")])
 
 
+def _epochs_scored(monitor: QualityMetrics, batches: int, max_epochs: int) -> list[int]:
+    from types import SimpleNamespace
+
+    scored = []
+    for epoch in range(max_epochs):
+        trainer = SimpleNamespace(
+            num_training_batches=batches, current_epoch=epoch, max_epochs=max_epochs, max_steps=-1,
+            global_step=2 * batches * (epoch + 1), should_stop=False,
+        )  # fmt: skip
+        if monitor.due(trainer):
+            scored.append(epoch)
+    return scored
+
+
+def test_short_epochs_are_scored_every_few_epochs_and_the_last_always() -> None:
+    monitor = QualityMetrics(num_samples=100, min_batches=100)
+    assert _epochs_scored(monitor, batches=28, max_epochs=40) == [3, 7, 11, 15, 19, 23, 27, 31, 35, 39]  # digits
+    assert _epochs_scored(monitor, batches=14, max_epochs=12) == [7, 11]  # every 8th, and the last epoch too
+    assert _epochs_scored(monitor, batches=469, max_epochs=3) == [0, 1, 2]  # MNIST: every epoch
+    assert _epochs_scored(QualityMetrics(num_samples=100, every_n_epochs=2, min_batches=0), 469, 5) == [1, 3, 4]
+    with pytest.raises(ValueError, match="min_batches=-1"):
+        QualityMetrics(num_samples=100, min_batches=-1)
+
+
 # --- maths -------------------------------------------------------------------------------------------------------
 
 

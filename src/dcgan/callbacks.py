@@ -1,4 +1,5 @@
-"""Callbacks: fixed-noise sample grids (TensorBoard, other loggers, PNG files) and GAN-aware checkpoints."""
+"""Callbacks: fixed-noise sample grids (TensorBoard, other loggers, PNG files), GAN-aware checkpoints and a
+divergence guard."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
+from dcgan.errors import DivergenceError
 from dcgan.sampling import save_gif
 
 
@@ -133,3 +135,50 @@ class GANProgressBar(TQDMProgressBar):
             if (value := trainer.callback_metrics.get(key)) is not None:
                 items[key] = f"{float(value):.3f}"
         return items
+
+
+class DivergenceGuard(L.Callback):
+    """Stops the run when a loss becomes NaN or inf, names the loss and the step, and writes no checkpoint after it.
+
+    The module notes on the device the first step at which each loss was not finite (no host sync per batch);
+    this reads those notes every ``every_n_batches`` batches, at each epoch end and before every checkpoint is
+    written, so the last checkpoint on disk always predates the divergence. Under DDP the ranks agree first.
+    Raises ``DivergenceError``: ``train.py`` exits with status 2; in a sweep the job fails (an Optuna trial is
+    recorded as failed) and the sweep goes on.
+    """
+
+    def __init__(self, every_n_batches: int = 10) -> None:
+        if every_n_batches < 1:
+            raise ValueError(f"callbacks.divergence.every_n_batches={every_n_batches}: expected an integer >= 1.")
+        self.every_n_batches = every_n_batches
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if (trainer.fit_loop.batch_idx + 1) % self.every_n_batches == 0:
+            self.check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.check(trainer, pl_module)  # raising here aborts the save: the previous file stays as it was
+
+    def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        noted = getattr(pl_module, "nonfinite_steps", {})
+        bad = {name: int(step) for name, step in noted.items() if int(step) >= 0}
+        if not trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
+            return
+        last = next((c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")), "")
+        if bad:
+            name, step = min(bad.items(), key=lambda item: item[1])
+            what = f"{name} became NaN or inf at global step {step}"
+        else:
+            what = "a loss on another rank became NaN or inf"
+        resume = (
+            f"The last checkpoint, written before it, is kept: {last}. Resume from it with a smaller learning "
+            f"rate, e.g. ckpt_path={last} model.optim.lr=1e-4"
+            if last and Path(last).is_file()
+            else "No checkpoint was written before it. Start again with a smaller learning rate (model.optim.lr=1e-4)"
+        )
+        raise DivergenceError(
+            f"Training diverged: {what}. {resume}, or a more stable objective (model.loss=hinge, model.r1_weight=1)."
+        )

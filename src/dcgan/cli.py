@@ -15,6 +15,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -22,12 +23,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig
 
 from dcgan import sampling
-from dcgan.data import DataError
 from dcgan.distributed import RANK_CONFIG, describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
+from dcgan.errors import UserError
 from dcgan.evaluation import evaluate
 from dcgan.hardware import register_resolvers
 from dcgan.metrics.callback import QualityMetrics
 from dcgan.module import DCGAN
+from dcgan.validation import check_train_config, user_errors
 
 log = logging.getLogger("dcgan")
 
@@ -55,6 +57,9 @@ def _quiet_advisories() -> None:
     # Lightning 2.6 asks manual-optimization modules to stash pre-step weights for periodic checkpoints;
     # ours are meant to hold the state after the batch's updates, which is what a resume continues from.
     warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization.*")
+    # The quality monitor skips short epochs (callbacks.quality.min_batches); the best checkpoint then simply
+    # waits for the next score. A monitor that can never be logged is dropped before training (_drop_unmonitorable).
+    warnings.filterwarnings("ignore", message=r"`ModelCheckpoint\(monitor='val/.*could not find the monitored key")
     # A resumed run writes to its own new run dir by design; the old dir's top-k bookkeeping is moot.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded.*")
 
@@ -130,13 +135,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train the model ``cfg`` describes; returns the final logged metrics as floats."""
     _quiet_advisories()
     with job_scope():
+        check_train_config(cfg)
         L.seed_everything(cfg.seed, workers=True)
-        datamodule = instantiate(cfg.data)
-        model = instantiate(cfg.model, _recursive_=False)
-        callbacks = _drop_unmonitorable(_instantiate_all(cfg.get("callbacks")), datamodule, model.conditional)
-        trainer_cfg = _time_budget(cfg.trainer)
-        trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")))
-        _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
+        with user_errors():
+            datamodule = instantiate(cfg.data)
+            model = instantiate(cfg.model, _recursive_=False)
+            callbacks = _drop_unmonitorable(_instantiate_all(cfg.get("callbacks")), datamodule, model.conditional)
+            trainer_cfg = _time_budget(cfg.trainer)
+            trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")))
+            _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
         output_dir = Path(cfg.paths.output_dir).resolve()
         use_job_rank_launcher(trainer, cfg, output_dir)
         find_unused_parameters(trainer)
@@ -160,6 +167,19 @@ def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     return metrics[name]
 
 
+def _exit_with(err: BaseException) -> None:
+    """Print a user's mistake as the error lines it is and exit with status 2, without a traceback.
+
+    In a sweep (``-m``) the error is raised instead: the launcher records the job as failed and runs the others
+    (an exit would end the whole sweep), and an Optuna study records the trial as failed and goes on.
+    """
+    for line in str(err).splitlines():
+        log.error("%s", line)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise err
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """``python train.py`` / ``dcgan-train``: Hydra composes ``conf/train.yaml`` with the overrides.
@@ -168,9 +188,8 @@ def main(cfg: DictConfig) -> float | None:
     """
     try:
         return objective(cfg, train(cfg))
-    except DataError as err:  # the message already says what is wrong and how to fix it
-        log.error("%s", err)
-        sys.exit(2)
+    except UserError as err:  # the message already says what is wrong and how to fix it
+        _exit_with(err)
 
 
 def _device(name: str) -> torch.device:
@@ -264,7 +283,10 @@ def generate(cfg: DictConfig) -> dict[str, Path]:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
 def generate_main(cfg: DictConfig) -> None:
     """``python generate.py`` / ``dcgan-generate``."""
-    generate(cfg)
+    try:
+        generate(cfg)
+    except (UserError, FileNotFoundError) as err:
+        _exit_with(err)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
@@ -272,9 +294,8 @@ def evaluate_main(cfg: DictConfig) -> None:
     """``python evaluate.py`` / ``dcgan-evaluate``."""
     try:
         evaluate(cfg)
-    except (DataError, FileNotFoundError) as err:  # the message says what is wrong and how to fix it
-        log.error("%s", err)
-        sys.exit(2)
+    except (UserError, FileNotFoundError) as err:  # the message says what is wrong and how to fix it
+        _exit_with(err)
 
 
 if __name__ == "__main__":  # python -m dcgan.cli: how dcgan.distributed starts the other DDP ranks of a job

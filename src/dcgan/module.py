@@ -112,6 +112,9 @@ class DCGAN(L.LightningModule):
         self.register_buffer("fixed_noise", fixed)  # saved in checkpoints: grids stay comparable across resumes
         self.register_buffer("fixed_labels", fixed_labels)
         self._noise_gen: torch.Generator | None = None
+        # loss name -> the first global step at which it was NaN or inf (-1: never), kept on the device so that
+        # watching costs no host sync; callbacks.DivergenceGuard reads it
+        self.nonfinite_steps: dict[str, torch.Tensor] = {}
 
     @property
     def conditional(self) -> bool:
@@ -179,6 +182,7 @@ class DCGAN(L.LightningModule):
         if r1_turn:  # lazy R1 (Karras et al. 2020): every r1_interval-th D step, scaled up to match
             logs["loss/r1"] = r1_penalty(real_scores, real_in)
             loss_d = loss_d + 0.5 * self.hparams.r1_weight * self.hparams.r1_interval * logs["loss/r1"]
+        self._watch("loss/d", loss_d)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
@@ -189,6 +193,7 @@ class DCGAN(L.LightningModule):
         if g_turn:
             self.toggle_optimizer(opt_g)  # freezes D: G's loss puts no gradient into D
             loss_g = self.g_loss(self.discriminator(self.augment(fake, self._noise_gen), labels))
+            self._watch("loss/g", loss_g)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()
@@ -203,6 +208,13 @@ class DCGAN(L.LightningModule):
         # GANProgressBar shows the losses when it refreshes.
         # sync_dist: under DDP each value is the mean over ranks (an all-reduce, no host sync); alone a no-op.
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(z), sync_dist=True)
+
+    @torch.no_grad()
+    def _watch(self, name: str, loss: torch.Tensor) -> None:
+        first = self.nonfinite_steps.get(name)
+        if first is None or first.device != loss.device:
+            first = self.nonfinite_steps[name] = torch.full((), -1, dtype=torch.long, device=loss.device)
+        first.masked_fill_(~torch.isfinite(loss).all() & (first < 0), self.global_step)
 
     def _d_steps(self) -> int:
         """D steps taken before this one: every batch makes one, G makes one every n_critic batches."""

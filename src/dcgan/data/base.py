@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from dcgan.data.loader import ShardedPermutation, TensorBatchLoader
+from dcgan.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A data set is missing, corrupt or misconfigured; the message names the files and the fix."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -24,6 +25,10 @@ MODES = ("auto", "on", "off")
 class QualityMetrics(L.Callback):
     """Every ``every_n_epochs``, ``num_samples`` images from G (its EMA when on) against the ``reference`` split.
 
+    An epoch shorter than ``min_batches`` is scored every few epochs instead, so that at least ``min_batches``
+    training batches separate two scores (the digits' 28-batch epochs: every 4th); the last epoch of a run
+    is always scored.
+
     Keys carry their protocol: ``val/cfid1k_test`` is the classifier FID of 1,000 samples against 1,000 test
     images. ``classifier``: ``cfid``, ``coverage`` (and ``class_acc`` for a conditional G) from the offline
     classifier trained on the training split (labelled data sets; trained once, cached in ``cache_dir``).
@@ -37,6 +42,7 @@ class QualityMetrics(L.Callback):
     def __init__(
         self,
         every_n_epochs: int = 1,
+        min_batches: int = 100,
         num_samples: int = 1000,
         batch_size: int = 500,
         reference: str = "train",
@@ -56,12 +62,14 @@ class QualityMetrics(L.Callback):
                 modes[key] = value = "on" if value else "off"
             if value not in MODES:
                 raise ValueError(f"callbacks.quality.{key}={value!r}: expected one of {MODES}.")
-        if every_n_epochs < 1 or num_samples < 2:
+        if every_n_epochs < 1 or min_batches < 0 or num_samples < 2:
             raise ValueError(
-                f"callbacks.quality: every_n_epochs={every_n_epochs} and num_samples={num_samples} must be "
-                ">= 1 and >= 2; remove the callback (~callbacks.quality) to turn metrics off."
+                f"callbacks.quality: every_n_epochs={every_n_epochs}, min_batches={min_batches} and "
+                f"num_samples={num_samples} must be >= 1, >= 0 and >= 2; remove the callback (~callbacks.quality) "
+                "to turn metrics off."
             )
-        self.every_n_epochs, self.num_samples, self.reference = every_n_epochs, num_samples, reference
+        self.every_n_epochs, self.min_batches = every_n_epochs, min_batches
+        self.num_samples, self.reference = num_samples, reference
         self.modes = modes
         self.inception_path = inception_weights
         self.settings = Settings(kid_subset_size=kid_subset_size, batch_size=batch_size, seed=seed)
@@ -121,8 +129,21 @@ class QualityMetrics(L.Callback):
         rank_zero_info(
             "Quality monitor: "
             + (", ".join(shown) if shown else "no metric for this data set")
-            + f" every {self.every_n_epochs} epoch(s)"
+            + f" every {self.every_n_epochs} epoch(s), at least {self.min_batches} batches apart, and at the end"
         )
+
+    def interval(self, trainer: L.Trainer) -> int:
+        """Epochs between two scores: ``every_n_epochs``, or more when an epoch has fewer than ``min_batches``."""
+        batches = trainer.num_training_batches  # known once the fit loop has its loader
+        short = math.ceil(self.min_batches / batches) if batches and not math.isinf(batches) else 1
+        return max(self.every_n_epochs, short)
+
+    def due(self, trainer: L.Trainer) -> bool:
+        """Whether this epoch's end is scored: every ``interval`` epochs, and the run's last epoch."""
+        epoch = trainer.current_epoch + 1
+        last = trainer.should_stop or (trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch)
+        last = last or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
+        return last or epoch % self.interval(trainer) == 0
 
     def build(self, datamodule: L.LightningDataModule, device: torch.device) -> QualitySuite | None:
         """The suite for ``datamodule``: classifiers trained or loaded, reference statistics computed or loaded."""
@@ -170,9 +191,7 @@ class QualityMetrics(L.Callback):
         self.seconds += time.perf_counter() - start
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs or trainer.sanity_checking or trainer.fast_dev_run:
-            return
-        if self.suite is None:
+        if self.suite is None or trainer.sanity_checking or trainer.fast_dev_run or not self.due(trainer):
             return
         start = time.perf_counter()
         classes = pl_module.hparams.get("num_classes") or None
