@@ -11,7 +11,8 @@ Arms (``--arms``; ``name:seeds``, seeds the number of seeds, interleaved seed by
   (0.5, 0.999), BCE, ngf = ndf = 64) on the 32x32 padded digits, as a user would write it; ``plain+ema`` is
   the same runs' EMA of G (decay 0.999 with the project's warm-up), saved alongside;
 * any other name: ``python train.py data=mnist experiment=<name> trainer.max_time=...`` (``defaults`` for no
-  experiment: the ``data=mnist`` defaults).
+  experiment: the ``data=mnist`` defaults); ``<name>+key=value+key=value`` adds those overrides, e.g.
+  ``mnist_fast+model.optim.lr=4e-4:3``.
 
 All snapshots are then scored with the held-out scorer (``hfid10k_test``: a network trained only on the MNIST
 test split, which no recipe was tuned on; 10,000 samples against the 10,000 test images) and, for reference,
@@ -130,7 +131,9 @@ def launch(arm: str, seed: int, args: argparse.Namespace, budgets: list[float]) 
         else:
             limit = max(budgets) + 1  # minutes: a margin past the last budget; the snapshots stop the run
             cmd = [sys.executable, "train.py", "data=mnist", f"data.data_dir={args.data_dir}", f"seed={seed}"]
-            cmd += [] if arm == "defaults" else [f"experiment={arm}"]
+            experiment, *extra = arm.split("+")
+            cmd += [] if experiment == "defaults" else [f"experiment={experiment}"]
+            cmd += extra
             cmd += [
                 f"trainer.max_time=00:00:{int(limit):02d}:{int(limit % 1 * 60):02d}",
                 f"paths.output_dir={tmp}/run",
@@ -141,7 +144,7 @@ def launch(arm: str, seed: int, args: argparse.Namespace, budgets: list[float]) 
                 "+callbacks.snapshots._target_=bench.time_to_quality.Snapshots",
                 f"+callbacks.snapshots.budgets=[{args.budgets}]",
                 f"+callbacks.snapshots.out={args.out}",
-                f"+callbacks.snapshots.name={name}",
+                f"+callbacks.snapshots.name='{name}'",  # quoted: an arm's overrides hold '=' and '+'
             ]
         start = time.time()
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "time_to_quality.py"
 
@@ -31,23 +32,25 @@ def test_bench_runs_each_arm_as_its_own_process_and_writes_tables_and_plot(
     out = tmp_path / "ttq"
     args = ["--data-dir", str(mnist_root), "--budgets", "0.02,0.04", "--samples", "64", "--out", str(out)]
     args += ["--cache-dir", str(tmp_path / "cache"), "--classifier-steps", "10", "--heldout-steps", "10"]
-    args += ["--arms", "plain:2,mnist_fast:1", "--recipe", "mnist_fast"]
+    recipe = "mnist_fast+model.generator.nz=64"  # an experiment with an override, as arms may be
+    args += ["--arms", f"plain:2,{recipe}:1", "--recipe", recipe]
     assert ttq.main(args) == 0
 
     printed = capsys.readouterr().out
-    for name in ("plain@0", "plain@1", "plain+ema@0", "mnist_fast@0"):
+    for name in ("plain@0", "plain@1", "plain+ema@0", f"{recipe}@0"):
         for budget in ("0.02", "0.04"):
             assert (out / f"{name}_{budget}.pt").is_file(), name
     results = json.loads((out / "results.json").read_text())
-    assert set(results["runs"]) == {"plain", "plain+ema", "mnist_fast"}
+    assert set(results["runs"]) == {"plain", "plain+ema", recipe}
     assert set(results["runs"]["plain"]) == {"0", "1"}  # two seeds
     assert set(results["runs"]["plain"]["1"]["0.04"]) == {"hfid64_test", "cfid64_test", "coverage64"}
     assert results["floor"]["hfid64_test"] >= 0
     assert "| plain | " in printed and "(1 seed)" in printed  # mean ± sd for plain, one seed for the recipe
     assert "the target check needs" in printed  # budgets 5 and 10 are not in this run
     assert (out / "time_to_quality.png").stat().st_size > 0
-    log = (out / "mnist_fast@0.log").read_text()
+    log = (out / f"{recipe}@0.log").read_text()
     assert "max_epochs=5 is lifted" in log  # the recipe ran for the time given, not its 5 epochs
+    assert torch.load(out / f"{recipe}@0_0.04.pt", weights_only=False).nz == 64  # the arm's override reached G
 
 
 def _scores(runs: dict[str, list[dict[str, float]]]) -> dict:
