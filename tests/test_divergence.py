@@ -58,7 +58,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert _finite(checkpoints / "last.ckpt")
 
 
-def test_the_guard_checks_every_n_batches_and_before_each_save(make_cfg, monkeypatch) -> None:
+def test_the_guard_checks_every_n_batches(make_cfg, monkeypatch) -> None:
     from dcgan.callbacks import DivergenceGuard
 
     reads: list[int] = []
