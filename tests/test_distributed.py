@@ -6,9 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.conftest import TINY
 from tests.conftest import train_py as run_train
 
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.sync_batchnorm=false"]
@@ -85,3 +87,26 @@ def test_ddp_keeps_ranks_in_step_with_penalties_augment_and_labels(tmp_path: Pat
     logged = scalars(run)
     for tag in ("loss/gp", "loss/r1", "loss/d", "loss/g"):
         assert tag in logged and all(math.isfinite(v) for v in logged[tag]), f"{tag}: {logged.get(tag)}"
+
+
+@pytest.mark.slow
+def test_ddp_resume_on_the_worker_decoded_path_is_exact(tmp_path: Path) -> None:
+    """Two ranks decoding an image folder in DataLoader workers: stopped and resumed equals uninterrupted."""
+    from tests.test_resume import data_position, folder_run, image_folder, load
+
+    # 300 images, 2 ranks of 150, batches of 16: 9 batches a pass; 24 global steps stop 3 batches into the
+    # second pass and 40 end 2 batches into the third.
+    run = [o for o in folder_run(image_folder(tmp_path / "images")) if o not in TINY]  # train_py adds TINY
+    runs = tmp_path / "runs"
+    run_train([*DDP, *run, "trainer.max_steps=40", f"hydra.run.dir={runs / 'straight'}"], tmp_path)
+    run_train([*DDP, *run, "trainer.max_steps=24", f"hydra.run.dir={runs / 'first'}"], tmp_path)
+    halfway = runs / "first" / "checkpoints" / "last.ckpt"
+    run_train(
+        [*DDP, *run, "trainer.max_steps=40", f"ckpt_path={halfway}", f"hydra.run.dir={runs / 'resumed'}"], tmp_path
+    )
+    straight, resumed = (load(runs / r / "checkpoints" / "last.ckpt") for r in ("straight", "resumed"))
+
+    assert data_position(load(halfway)) == (1, 3)
+    assert data_position(resumed) == data_position(straight) == (2, 2)
+    for name, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-6, rtol=0, msg=name)

@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from dcgan.data.loader import ShardedPermutation, TensorBatchLoader
+from dcgan.data.loader import ResumableBatches, ShardedPermutation, TensorBatchLoader
 from dcgan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.images: torch.Tensor | None = None
         self.with_labels = False  # a conditional model sets it: batches become (images, labels)
-        self._train_loader: TensorBatchLoader | None = None
+        self._train_loader: ResumableBatches | None = None
 
     # --- what subclasses provide -------------------------------------------------------------
     def ensure_files(self) -> None:
@@ -201,17 +201,21 @@ class InMemoryDataModule(L.LightningDataModule):
             )
         self.images = images
 
-    def train_dataloader(self) -> TensorBatchLoader:
-        if self.images is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() must run before train_dataloader().")
+    def train_dataloader(self) -> ResumableBatches:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        order = ShardedPermutation(len(self.images), self.seed, shuffle=True, rank=rank, world_size=world)
-        labels = self._checked_labels() if self.with_labels else None
-        loader = TensorBatchLoader(self.images, order, self.batch_size, drop_last=True, labels=labels)
+        order = ShardedPermutation(self.num_images(), self.seed, shuffle=True, rank=rank, world_size=world)
+        loader = self._batches_in(order)
         if self._train_loader is not None:  # rebuilt (reload_dataloaders_every_n_epochs): keep the position
             loader.load_state_dict(self._train_loader.state_dict())
         self._train_loader = loader
         return loader
+
+    def _batches_in(self, order: ShardedPermutation) -> ResumableBatches:
+        """The training batches, in ``order``."""
+        if self.images is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before train_dataloader().")
+        labels = self._checked_labels() if self.with_labels else None
+        return TensorBatchLoader(self.images, order, self.batch_size, drop_last=True, labels=labels)
 
     def _checked_labels(self) -> torch.Tensor:
         labels = self.load_labels()

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from dcgan.data.base import DataError, InMemoryDataModule, file_fingerprint
-from dcgan.data.loader import TensorBatchLoader
+from dcgan.data.loader import ResumableBatches, ShardedPermutation, WorkerBatchLoader
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -187,17 +187,17 @@ class ImageFilesDataModule(InMemoryDataModule):
             self._check_headers()
             self.dataset = ImageFiles(self.files, self.decode)
 
-    def train_dataloader(self) -> TensorBatchLoader | DataLoader:
+    def _batches_in(self, order: ShardedPermutation) -> ResumableBatches:
         if self.cache:
-            return super().train_dataloader()
-        assert self.dataset is not None
-        if len(self.dataset) < self.batch_size:
+            return super()._batches_in(order)
+        if self.dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before train_dataloader().")
+        if len(order) < self.batch_size:
             raise DataError(
-                f"data.batch_size={self.batch_size} is larger than the {len(self.dataset)} images of {self.name}, "
-                "so no full batch is left (the last partial batch is dropped): lower data.batch_size."
+                f"data.batch_size={self.batch_size} is larger than the {len(order)} images of {self.name} each "
+                "process gets, so no full batch is left (the last partial batch is dropped): lower data.batch_size."
             )
-        generator = torch.Generator().manual_seed(self.seed)  # Lightning swaps in a seeded DistributedSampler on DDP
-        return self._loader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=generator)
+        return WorkerBatchLoader(self.dataset, order, self.batch_size, self.num_workers)
 
 
 class ImageFolderDataModule(ImageFilesDataModule):

@@ -1,4 +1,4 @@
-"""Batches by indexing one in-memory uint8 tensor: no per-item Python, resumable mid-epoch."""
+"""Resumable batch orders: indexing one in-memory uint8 tensor, or DataLoader workers decoding files."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class ShardedPermutation:
@@ -37,24 +38,18 @@ class ShardedPermutation:
         return order[self.rank :: self.world_size][: len(self)]
 
 
-class TensorBatchLoader:
-    """Iterable of ``images[idx]`` (or ``(images[idx], labels[idx])``) batches whose position Lightning saves.
+class ResumableBatches:
+    """One pass of batches per ``iter()``, in the order of ``order``; Lightning saves and restores its position.
 
     The loader counts its own epochs (a new pass starts once the previous one trained any
     batch or was exhausted) rather than taking Lightning's epoch number, which counts a pass
     cut short by ``max_steps`` as finished. ``consumed`` counts batches the training loop has
     actually used: the DataModule bumps it when a batch reaches the device, which stays right
-    even where Lightning fetches ahead of the batch it trains on.
+    even where Lightning (or DataLoader workers) fetch ahead of the batch it trains on.
+    Subclasses say how the batch at a list of indices is made (:meth:`_pass`).
     """
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        order: ShardedPermutation,
-        batch_size: int,
-        drop_last: bool = True,
-        labels: torch.Tensor | None = None,
-    ) -> None:
+    def __init__(self, order: ShardedPermutation, batch_size: int, drop_last: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size}: expected a positive integer.")
         if drop_last and len(order) < batch_size:
@@ -62,8 +57,7 @@ class TensorBatchLoader:
                 f"data.batch_size={batch_size} is larger than the {len(order)} images each process gets, so "
                 "no full batch is left (the last partial batch is dropped): lower data.batch_size."
             )
-        self.images, self.order, self.labels = images, order, labels
-        self.batch_size, self.drop_last = batch_size, drop_last
+        self.order, self.batch_size, self.drop_last = order, batch_size, drop_last
         self.epoch, self.consumed = 0, 0
         self._resume_at: int | None = None
         self._pass_done = False
@@ -72,7 +66,11 @@ class TensorBatchLoader:
         n = len(self.order)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+    def _pass(self, batches: list[torch.Tensor]) -> Iterator[Any]:
+        """The batches at these index lists, in this order."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
         if self._resume_at is not None:
             start, self._resume_at = self._resume_at, None
             if start >= len(self):  # saved right at the end of a pass
@@ -84,11 +82,11 @@ class TensorBatchLoader:
         self._pass_done = False
         self.consumed = start
         idx = self.order.indices(self.epoch)
-        for b in range(start, len(self)):
+        plan = [idx[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start, len(self))]
+        for b, batch in enumerate(self._pass(plan), start):
             # Lightning stops asking once it has len(self) batches, so mark the pass done at the last one.
             self._pass_done = b == len(self) - 1
-            batch = idx[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.images[batch] if self.labels is None else (self.images[batch], self.labels[batch])
+            yield batch
 
     def _layout(self) -> dict[str, int]:
         """What the saved position means: the same numbers must hold when resuming."""
@@ -107,3 +105,63 @@ class TensorBatchLoader:
                 "seed, data.batch_size and number of devices, or start a new run without ckpt_path."
             )
         self.epoch, self._resume_at, self._pass_done = state["epoch"], state["consumed"], False
+
+
+class TensorBatchLoader(ResumableBatches):
+    """``images[idx]`` (or ``(images[idx], labels[idx])``) batches of one in-memory uint8 tensor."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        order: ShardedPermutation,
+        batch_size: int,
+        drop_last: bool = True,
+        labels: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__(order, batch_size, drop_last)
+        self.images, self.labels = images, labels
+
+    def _pass(self, batches: list[torch.Tensor]) -> Iterator[Any]:
+        for batch in batches:
+            yield self.images[batch] if self.labels is None else (self.images[batch], self.labels[batch])
+
+
+class _PlannedBatches(Sampler[list[int]]):
+    """A batch sampler that yields the index lists it was last given: the pass a :class:`WorkerBatchLoader` plans."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class WorkerBatchLoader(ResumableBatches):
+    """Batches of a map-style ``dataset`` decoded by DataLoader workers, in the resumable order.
+
+    The order lives here, not in a sampler of Lightning's choosing: a resumed run asks the
+    workers for the rest of the saved pass, and under DDP each rank takes its shard of the same
+    permutation. This is not a ``DataLoader`` subclass on purpose: Lightning leaves other
+    iterables alone instead of swapping in its own ``DistributedSampler``. The workers' seeds
+    come from a private generator, so starting them never draws from the global RNG.
+    """
+
+    def __init__(
+        self, dataset: Dataset, order: ShardedPermutation, batch_size: int, num_workers: int, drop_last: bool = True
+    ) -> None:
+        super().__init__(order, batch_size, drop_last)
+        self._plan = _PlannedBatches()
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=self._plan,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            generator=torch.Generator().manual_seed(order.seed),
+        )
+
+    def _pass(self, batches: list[torch.Tensor]) -> Iterator[Any]:
+        self._plan.batches = [b.tolist() for b in batches]
+        yield from self.loader
