@@ -47,3 +47,59 @@ class RankProbe(L.Callback):
         for net, name in ((pl_module.generator, "g"), (pl_module.discriminator, "d")):
             weights = {k: v.detach().cpu() for k, v in net.named_parameters()}
             torch.save(weights, self.out / f"rank{rank}_{name}.pt")
+
+
+class SignalAt(L.Callback):
+    """Sends ``signal`` to this process once, at the end of the batch that reaches global step ``step``; not in a
+    run resumed at or after that step (so a re-issued command runs through)."""
+
+    def __init__(self, step: int, signal: str = "SIGTERM") -> None:
+        self.step, self.signal, self.sent = step, signal, False
+
+    def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.sent = trainer.global_step >= self.step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if not self.sent and trainer.global_step >= self.step:
+            import os
+            import signal
+
+            self.sent = True
+            os.kill(os.getpid(), signal.Signals[self.signal])
+
+
+class SlowBatches(L.Callback):
+    """Sleeps ``seconds`` after every batch: a run whose length in wall time a test can plan."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        time.sleep(self.seconds)
+
+
+class SlowSaves(L.Callback):
+    """Makes every checkpoint file write take ``seconds``: the bytes go out in 20 pieces, and ``marker`` holds
+    the number of saves begun, so that a test can kill the process in the middle of one."""
+
+    def __init__(self, seconds: float, marker: str) -> None:
+        import io
+
+        original, marker_path, begun = torch.save, Path(marker), [0]
+
+        def slow_save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+            if not hasattr(f, "fileno"):
+                return original(obj, f, *args, **kwargs)
+            buffer = io.BytesIO()
+            original(obj, buffer, *args, **kwargs)
+            data = buffer.getvalue()
+            begun[0] += 1
+            marker_path.write_text(str(begun[0]))
+            piece = -(-len(data) // 20)
+            for i in range(0, len(data), piece):
+                f.write(data[i : i + piece])
+                f.flush()
+                time.sleep(seconds / 20)
+            return None
+
+        torch.save = slow_save

@@ -11,6 +11,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
@@ -116,6 +118,17 @@ class GANCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """On SIGTERM (``kill``, a scheduler's stop) write ``last.ckpt`` at the current step.
+
+        Lightning raises ``SIGTERMException`` between batches, after the batch's updates, so the state saved is
+        the one a resume continues from. Other exceptions write nothing: a crash or a divergence keeps the last
+        good checkpoint.
+        """
+        if isinstance(exception, SIGTERMException) and self.save_last and not trainer.sanity_checking:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            rank_zero_info(f"SIGTERM: wrote {self.last_model_path} at global step {trainer.global_step}.")
 
 
 class GANProgressBar(TQDMProgressBar):

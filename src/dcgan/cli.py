@@ -6,6 +6,8 @@ import functools
 import logging
 import math
 import os
+import shlex
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -18,17 +20,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from dcgan import sampling
+from dcgan.checkpoint_io import AtomicCheckpointIO
 from dcgan.distributed import RANK_CONFIG, describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
 from dcgan.errors import UserError
 from dcgan.evaluation import evaluate
 from dcgan.hardware import register_resolvers
 from dcgan.metrics.callback import QualityMetrics
 from dcgan.module import DCGAN
+from dcgan.requeue import lightning_cluster_plugins, submitit_executor
 from dcgan.validation import check_train_config, user_errors
 
 log = logging.getLogger("dcgan")
@@ -131,6 +137,38 @@ def _time_budget(trainer_cfg: DictConfig) -> DictConfig:
     return trainer_cfg
 
 
+def _plugins(trainer_cfg: DictConfig) -> list[Any]:
+    """The trainer's plugins: the config's own, crash-safe checkpoint files, and under submitit on SLURM a
+    cluster environment whose requeue is off (``dcgan.requeue`` requeues through submitit instead)."""
+    plugins = [instantiate(p) for p in trainer_cfg.get("plugins") or []]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins + lightning_cluster_plugins()
+
+
+def resume_command(output_dir: Path) -> str:
+    """The command line that continues this run (or, in a ``-m`` sweep, every job of it) from its last.ckpt."""
+    program = Path(sys.argv[0]).name
+    program = f"python {program}" if program.endswith(".py") else program
+    if not HydraConfig.initialized():
+        return f"{program} ... hydra.run.dir={output_dir} ckpt_path=last"
+    hydra_cfg = HydraConfig.get()
+    pinned = ("ckpt_path", "hydra.run.dir", "hydra.sweep.dir")
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        given, pin = sys.argv[1:], f"hydra.sweep.dir={Path(hydra_cfg.sweep.dir).resolve()}"
+    else:
+        given, pin = list(hydra_cfg.overrides.task), f"hydra.run.dir={output_dir}"
+    kept = [a for a in given if a.split("=", 1)[0].lstrip("+~") not in pinned]
+    return " ".join(shlex.quote(a) for a in [*program.split(), *kept, pin, "ckpt_path=last"])
+
+
+@rank_zero_only
+def _announce_resumable(output_dir: Path) -> None:
+    if submitit_executor():
+        return  # the launcher resumes requeued jobs by itself
+    log.info("Fresh run. If it stops (time limit, kill, crash), continue it with: %s", resume_command(output_dir))
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the model ``cfg`` describes; returns the final logged metrics as floats."""
     _quiet_advisories()
@@ -141,14 +179,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
             datamodule = instantiate(cfg.data)
             model = instantiate(cfg.model, _recursive_=False)
             callbacks = _drop_unmonitorable(_instantiate_all(cfg.get("callbacks")), datamodule, model.conditional)
+            if not cfg.trainer.get("enable_progress_bar", True):  # the bar is off: so is its callback
+                callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
             trainer_cfg = _time_budget(cfg.trainer)
-            trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")))
+            loggers = _instantiate_all(cfg.get("logger"))
+            trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers, plugins=_plugins(trainer_cfg))
             _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
         output_dir = Path(cfg.paths.output_dir).resolve()
         use_job_rank_launcher(trainer, cfg, output_dir)
         find_unused_parameters(trainer)
         _announce(output_dir)
         _announce_devices(trainer)
+        if cfg.get("ckpt_path") is None:
+            _announce_resumable(output_dir)
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         _announce(output_dir, trainer)
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -190,6 +233,9 @@ def main(cfg: DictConfig) -> float | None:
         return objective(cfg, train(cfg))
     except UserError as err:  # the message already says what is wrong and how to fix it
         _exit_with(err)
+    except SIGTERMException:  # last.ckpt was written at the step it stopped (GANCheckpoint.on_exception)
+        log.warning("Stopped by SIGTERM. Continue with: %s", resume_command(Path(cfg.paths.output_dir).resolve()))
+        sys.exit(128 + signal.SIGTERM)  # in a sweep too: the sweep stops; re-issued, each job resumes its own
 
 
 def _device(name: str) -> torch.device:

@@ -1,0 +1,134 @@
+"""A scheduler's stop signal: finish the batch, write ``last.ckpt`` on every rank together, then let submitit requeue.
+
+Under ``hydra/launcher=slurm`` (submitit) SLURM sends submitit's signal (USR2 unless
+``SUBMITIT_PREEMPT_SIGNAL`` says otherwise) ``signal_delay_s`` before a job's time limit, and on
+preemption where the cluster sets ``PreemptParameters=send_user_signal``. Submitit's own handler
+requeues and exits at once, on whatever line training was on. :class:`RequeueOnSignal` takes the
+signal first: the handler only notes it, training goes on to the next check (every
+``every_n_batches`` batches, where the ranks agree), ``last.ckpt`` is written at that batch
+boundary, and then submitit's handler runs: it requeues the job (a time-out counts against
+``max_num_timeout``, a preemption does not) and exits. The requeued job runs with ``ckpt_path=last``,
+which the launcher adds, and continues from that checkpoint.
+
+Lightning's own SLURM auto-requeue is switched off for these jobs (:func:`lightning_cluster_plugins`),
+so exactly one requeue happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+log = logging.getLogger(__name__)
+
+
+def submitit_executor() -> str | None:
+    """``slurm`` or ``local`` inside a job that submitit started, else None."""
+    return os.environ.get("SUBMITIT_EXECUTOR") or None
+
+
+def submitit_signal() -> signal.Signals:
+    """The signal submitit's job environment listens to for time-outs and preemption."""
+    from submitit.core.job_environment import JobEnvironment
+
+    return JobEnvironment._usr_sig()
+
+
+def lightning_cluster_plugins() -> list[Any]:
+    """Trainer plugins for a job started by submitit on SLURM: Lightning's ranks from SLURM, its requeue off."""
+    if submitit_executor() != "slurm":
+        return []
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
+class RequeueOnSignal(L.Callback):
+    """On ``signal`` (``auto``: submitit's, inside submitit jobs only), checkpoint at a batch boundary and requeue.
+
+    ``signal`` may also name one (``SIGUSR1``, ``SIGUSR2``) for a plain ``sbatch --signal=...`` script: then the
+    run writes ``last.ckpt``, hands the signal to whatever handler was there before (if any), and stops with
+    exit status 128 + the signal's number; a script that re-runs ``python train.py ... ckpt_path=last``
+    continues it. ``off`` leaves signals alone.
+    """
+
+    def __init__(self, signal: str = "auto", every_n_batches: int = 10) -> None:
+        if every_n_batches < 1:
+            raise ValueError(f"callbacks.requeue.every_n_batches={every_n_batches}: expected an integer >= 1.")
+        if signal not in ("auto", "off") and not _is_signal_name(signal):
+            raise ValueError(f"callbacks.requeue.signal={signal!r}: expected auto, off or a signal name like SIGUSR1.")
+        self.signal_name, self.every_n_batches = signal, every_n_batches
+        self._signum: signal.Signals | None = None
+        self._previous: Any = None
+        self._received: int | None = None
+        self._batches = 0
+
+    def _watched(self) -> signal.Signals | None:
+        if self.signal_name == "off":
+            return None
+        if self.signal_name == "auto":
+            return submitit_signal() if submitit_executor() else None
+        return signal.Signals[self.signal_name]
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self._received = signum  # nothing else here: a handler must not log or save in the middle of a step
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning saved the handlers it restores at teardown, so that it restores submitit's, not this one
+        self._signum, self._batches = self._watched(), 0
+        if self._signum is not None:
+            self._previous = signal.signal(self._signum, self._note)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._batches += 1  # counted here, not per epoch: the ranks check together even when epochs are short
+        if self._signum is None or self._batches % self.every_n_batches:
+            return
+        if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
+            return
+        name = signal.Signals(self._received or self._signum).name
+        path = _save_last(trainer)
+        if trainer.is_global_zero:
+            log.warning("%s received: stopped at global step %d, checkpoint %s.", name, trainer.global_step, path)
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        signum, previous = self._signum, self._previous
+        self._restore()
+        if callable(previous):
+            previous(signum, None)  # submitit: requeue (rank zero) and exit
+        raise SystemExit(128 + int(signum))  # no handler, or one that returned (submitit's on ranks > 0)
+
+    def _restore(self) -> None:
+        if self._signum is not None:
+            signal.signal(self._signum, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._signum = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+
+
+def _is_signal_name(name: str) -> bool:
+    return name in signal.Signals.__members__
+
+
+def _save_last(trainer: L.Trainer) -> str:
+    """Write every ``save_last`` checkpoint callback's ``last.ckpt`` now (collective under DDP); returns its path."""
+    written = ""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.save_last:
+            callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+            written = written or callback.last_model_path
+    if not written:
+        written = str(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(written)
+    return written
