@@ -50,14 +50,15 @@ class RankProbe(L.Callback):
 
 
 class SignalAt(L.Callback):
-    """Sends ``signal`` to this process once, at the end of the batch that reaches global step ``step``; not in a
-    run resumed at or after that step (so a re-issued command runs through)."""
+    """Sends ``signal`` to this process once, at the end of the batch that reaches global step ``step`` (on every
+    rank, or on ``rank`` only); not in a run resumed at or after that step (so a re-issued command runs through)."""
 
-    def __init__(self, step: int, signal: str = "SIGTERM") -> None:
-        self.step, self.signal, self.sent = step, signal, False
+    def __init__(self, step: int, signal: str = "SIGTERM", rank: int | None = None) -> None:
+        self.step, self.signal, self.rank, self.sent = step, signal, rank, False
 
     def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
-        self.sent = trainer.global_step >= self.step
+        other_rank = self.rank is not None and trainer.global_rank != self.rank
+        self.sent = other_rank or trainer.global_step >= self.step
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if not self.sent and trainer.global_step >= self.step:

@@ -110,3 +110,28 @@ def test_ddp_resume_on_the_worker_decoded_path_is_exact(tmp_path: Path) -> None:
     assert data_position(resumed) == data_position(straight) == (2, 2)
     for name, value in straight["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_on_a_requeue_signal_one_of_them_received(tmp_path: Path) -> None:
+    """USR2 reaches rank 1 only: both ranks stop at the same check, write one last.ckpt, and a resume from it
+    ends where an uninterrupted two-rank run ends."""
+    from tests.test_resume import RUN, data_position, load
+
+    run = [o for o in RUN if o not in TINY] + ["trainer.max_steps=40"]
+    signal = ["+callbacks.signal._target_=tests.probes.SignalAt", "+callbacks.signal.step=10"]
+    signal += ["+callbacks.signal.signal=SIGUSR2", "+callbacks.signal.rank=1"]
+    requeue = ["callbacks.requeue.signal=SIGUSR2", "callbacks.requeue.every_n_batches=4"]
+    runs = tmp_path / "runs"
+    run_train([*DDP, *run, f"hydra.run.dir={runs / 'straight'}"], tmp_path)
+    stopped = run_train([*DDP, *run, *requeue, *signal, f"hydra.run.dir={runs / 'a'}"], tmp_path, check=False)
+    assert stopped.returncode == 128 + 12, (stopped.stdout + stopped.stderr)[-3000:]  # 12: SIGUSR2
+    last = runs / "a" / "checkpoints" / "last.ckpt"
+    # 2 ranks of 898 digits in batches of 256: 3 batches a pass. Signalled after batch 5 (step 10); checked
+    # after batch 8, the next multiple of 4.
+    assert load(last)["global_step"] == 16 and data_position(load(last)) == (2, 2)
+    run_train([*DDP, *run, "ckpt_path=last", f"hydra.run.dir={runs / 'a'}"], tmp_path)
+    straight, resumed = (load(runs / r / "checkpoints" / "last.ckpt") for r in ("straight", "a"))
+    assert resumed["global_step"] == straight["global_step"] == 40
+    for name, value in straight["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-6, rtol=0, msg=name)

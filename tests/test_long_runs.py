@@ -193,3 +193,25 @@ def test_kill_9_while_last_ckpt_is_written_leaves_a_checkpoint_that_resumes(tmp_
     assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 10, "the previous last.ckpt, whole"
     train_py([*every_10, "trainer.max_steps=30", "ckpt_path=last"], tmp_path)
     assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 30
+
+
+@pytest.mark.slow
+def test_a_job_signalled_before_its_time_limit_is_requeued_and_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    """hydra/launcher=slurm's path through submitit's local executor: USR2 30 s before the 1-minute limit,
+    last.ckpt at a batch boundary, requeue, resume from it, and the same weights as a run never stopped."""
+    steps = ["trainer.max_steps=600", "trainer.max_epochs=-1"]  # 300 batches of >= 0.1 s: past the signal at 30 s
+    train_py([*ARGS, *steps, f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path)
+    sweep = tmp_path / "sweep"
+    slow = ["+callbacks.slow._target_=tests.probes.SlowBatches", "+callbacks.slow.seconds=0.1"]
+    launcher = ["hydra/launcher=slurm_local", "hydra.launcher.timeout_min=1", "callbacks.requeue.every_n_batches=5"]
+    train_py(["-m", *launcher, *ARGS, *steps, *slow, f"hydra.sweep.dir={sweep}", "seed=42"], tmp_path, timeout=400)
+
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    stops = [
+        int(line.split("global step ")[1].split(":")[0]) for line in logs.splitlines() if "received: stopped" in line
+    ]
+    assert stops and all(0 < s < 600 for s in stops), logs[-3000:]
+    assert "Requeued job" in logs
+    final = load(sweep / "0" / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == 600
+    assert_same_weights(load(tmp_path / "straight" / "checkpoints" / "last.ckpt"), final)

@@ -148,8 +148,9 @@ def test_slurm_launcher_config_composes() -> None:
             return_hydra_config=True,
         )
     launcher = cfg.hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher._target_ == "hydra_plugins.dcgan_launcher.requeue.SlurmRequeueLauncher"
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition) == (4, 4, "gpu")
+    assert launcher.max_num_timeout > 0 and launcher.signal_delay_s == 120  # a timed-out job is requeued
 
 
 def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path) -> None:

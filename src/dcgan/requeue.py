@@ -95,7 +95,7 @@ class RequeueOnSignal(L.Callback):
         name = signal.Signals(self._received or self._signum).name
         path = _save_last(trainer)
         if trainer.is_global_zero:
-            log.warning("%s received: stopped at global step %d, checkpoint %s.", name, trainer.global_step, path)
+            log.warning("%s received: stopped at global step %d: wrote %s.", name, trainer.global_step, path)
         self._hand_over()
 
     def _hand_over(self) -> None:
