@@ -61,6 +61,7 @@ BAD = [
     (["paths.output_dir={tmp}/notes.txt/run"], "cannot be written"),
     # not in the validation table: the discriminator's own constructor rejects it, reported the same way
     (["model.discriminator.norm=layer"], "discriminator norm=layer: expected batch or none"),
+    (["callbacks.requeue.signal=USR9"], "callbacks.requeue.signal='USR9': expected auto, off or a signal name"),
 ]
 
 

@@ -41,12 +41,14 @@ def _finite(ckpt: Path) -> bool:
     return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
-@pytest.mark.parametrize("every_n_batches", [3, 100])  # caught at a check / caught by the next save
+# caught at a check / caught by the next save / by the next save of weights only (no callback hooks then)
+@pytest.mark.parametrize(("every_n_batches", "weights_only"), [(3, False), (100, False), (100, True)])
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
-    make_cfg, tmp_path: Path, every_n_batches: int
+    make_cfg, tmp_path: Path, every_n_batches: int, weights_only: bool
 ) -> None:
     cfg = _poisoned(make_cfg, 5, "callbacks.checkpoint.every_n_train_steps=4", "trainer.max_steps=40",
-                    f"callbacks.divergence.every_n_batches={every_n_batches}")  # fmt: skip
+                    f"callbacks.divergence.every_n_batches={every_n_batches}",
+                    f"+callbacks.checkpoint.save_weights_only={weights_only}")  # fmt: skip
     with pytest.raises(DivergenceError) as err:
         train(cfg)
     message = str(err.value)

@@ -155,7 +155,8 @@ class DivergenceGuard(L.Callback):
 
     The module notes on the device the first step at which each loss was not finite (no host sync per batch);
     this reads those notes every ``every_n_batches`` batches, at each epoch end and before every checkpoint is
-    written, so the last checkpoint on disk always predates the divergence. Under DDP the ranks agree first.
+    written (the module's ``on_save_checkpoint`` asks it), so the last checkpoint on disk always predates the
+    divergence. Under DDP the ranks agree first.
     Raises ``DivergenceError``: ``train.py`` exits with status 2; in a sweep the job fails (an Optuna trial is
     recorded as failed) and the sweep goes on.
     """
@@ -171,9 +172,6 @@ class DivergenceGuard(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check(trainer, pl_module)
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self.check(trainer, pl_module)  # raising here aborts the save: the previous file stays as it was
 
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         noted = getattr(pl_module, "nonfinite_steps", {})

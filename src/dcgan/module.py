@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dcgan.augment import DiffAugment
+from dcgan.callbacks import DivergenceGuard
 from dcgan.losses import LOSSES, gradient_penalty, r1_penalty
 
 _MASK64 = 2**64 - 1
@@ -142,6 +143,15 @@ class DCGAN(L.LightningModule):
             self.generator.compile()  # in place: parameter names, and so checkpoints, stay the same
             self.discriminator.compile()
             self._compiled = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Ask the divergence guard before every save: raising here aborts it and the previous file stays.
+
+        This hook runs for weights-only saves too, where Lightning skips the callbacks' own hook.
+        """
+        for callback in self.trainer.callbacks if self._trainer is not None else []:
+            if isinstance(callback, DivergenceGuard):
+                callback.check(self.trainer, self)
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         make = instantiate(self.hparams.optim, _convert_="all")  # a partial: Adam(params) with lr, betas
