@@ -26,6 +26,7 @@ def ttq() -> ModuleType:
     del sys.modules["time_to_quality"]
 
 
+@pytest.mark.slow
 def test_bench_runs_each_arm_as_its_own_process_and_writes_tables_and_plot(
     ttq: ModuleType, mnist_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

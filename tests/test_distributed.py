@@ -31,6 +31,7 @@ def scalars(run: Path) -> dict[str, list[float]]:
     return {tag: [s.value for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_two_process_ddp_run_resumes(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     first = run_train([*DDP, "trainer.max_steps=8", f"hydra.run.dir={runs / 'a'}", *probe(tmp_path / "a")], tmp_path)
@@ -61,6 +62,7 @@ def test_two_process_ddp_run_resumes(tmp_path: Path) -> None:
     assert b0["global_step"] == b1["global_step"] == 12
 
 
+@pytest.mark.slow
 def test_ddp_rank_zero_sees_the_same_config_on_every_rank(tmp_path: Path) -> None:
     """The other ranks run the job's resolved config, so overrides and defaults reach them unchanged."""
     run_train(
@@ -72,6 +74,7 @@ def test_ddp_rank_zero_sees_the_same_config_on_every_rank(tmp_path: Path) -> Non
     assert (tmp_path / "run" / "train_rank1.log").is_file()
 
 
+@pytest.mark.slow
 def test_ddp_keeps_ranks_in_step_with_penalties_augment_and_labels(tmp_path: Path) -> None:
     """The gradient penalty and R1 (double backward), DiffAugment and a conditional projection D under DDP:
     every rank ends with the same G and D, and the penalties were logged."""

@@ -273,6 +273,7 @@ def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_metrics_equal_one_process(tmp_path: Path) -> None:
     suite = _digit_suite([Protocol("cfid", 150, "train"), Protocol("coverage", 150)], seed=3)
     torch.manual_seed(1)

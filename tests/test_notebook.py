@@ -47,6 +47,7 @@ def python3_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return "python3"
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_a_tiny_checkpoint(make_cfg, tmp_path: Path, python3_kernel: str) -> None:
     train(make_cfg([*TINY, "trainer.max_steps=8", "trainer.log_every_n_steps=1"]))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

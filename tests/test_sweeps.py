@@ -24,6 +24,7 @@ def job_dirs(sweep: Path) -> list[Path]:
     return sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
 
 
+@pytest.mark.slow
 def test_multirun_gives_each_job_its_own_dir(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     train_py(["-m", "model.optim.lr=1e-4,2e-4", "trainer.max_steps=4", f"hydra.sweep.dir={sweep}"], tmp_path)
@@ -35,6 +36,7 @@ def test_multirun_gives_each_job_its_own_dir(tmp_path: Path) -> None:
         assert len(list(job.rglob("events.out.tfevents.*"))) == 1
 
 
+@pytest.mark.slow
 def test_a_failing_job_leaves_the_finished_ones_complete(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = train_py(
@@ -46,6 +48,7 @@ def test_a_failing_job_leaves_the_finished_ones_complete(tmp_path: Path) -> None
     assert (first / "checkpoints" / "last.ckpt").is_file() and list(first.rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_multirun_of_ddp_jobs(tmp_path: Path) -> None:
     """Lightning's DDP re-launch must not re-run the sweep: each job is one 2-rank run in its own dir."""
     sweep = tmp_path / "sweep"
@@ -57,6 +60,7 @@ def test_multirun_of_ddp_jobs(tmp_path: Path) -> None:
         assert len(list(job.rglob("events.out.tfevents.*"))) == 1
 
 
+@pytest.mark.slow
 def test_gpus_launcher_runs_cpu_jobs_side_by_side(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     train_py(
@@ -96,6 +100,7 @@ def test_slot_plans() -> None:
         plan_slots("gpu", 2, 4, None, 1)
 
 
+@pytest.mark.slow
 def test_gpu_launcher_takes_devices_per_job_from_the_trainer(make_cfg) -> None:
     launcher = GpuLauncher(accelerator="gpu", device_count=8)
     launcher.config = make_cfg(["trainer.devices=4"])
@@ -126,6 +131,7 @@ def test_each_job_holds_a_distinct_slot_until_it_ends(tmp_path: Path) -> None:
     assert len(held) == 3 and held[2] in (0, 1)
 
 
+@pytest.mark.slow
 def test_optuna_search_of_two_trials(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = train_py(
@@ -153,6 +159,7 @@ def test_slurm_launcher_config_composes() -> None:
     assert launcher.max_num_timeout > 0 and launcher.signal_delay_s == 120  # a timed-out job is requeued
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     train_py(

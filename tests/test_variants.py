@@ -39,9 +39,9 @@ def test_losses_match_hand_computed_values() -> None:
     }
     assert set(expected) == set(losses.LOSSES)
     for name, (d, g) in expected.items():
-        d_loss, g_loss = losses.LOSSES[name]
-        assert d_loss(REAL, FAKE).item() == pytest.approx(d, rel=1e-6), name
-        assert g_loss(FAKE).item() == pytest.approx(g, rel=1e-6), name
+        loss = losses.LOSSES[name]()
+        assert loss.d_loss(REAL, FAKE).item() == pytest.approx(d, rel=1e-6), name
+        assert loss.g_loss(FAKE).item() == pytest.approx(g, rel=1e-6), name
 
 
 class Linear(nn.Module):
@@ -181,13 +181,16 @@ def test_penalty_with_batchnorm_warns() -> None:
 def test_bad_variant_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="model.loss=wgan: expected one of bce, hinge, lsgan, wgan_gp"):
         gan(loss="wgan")
+    with pytest.raises(ValueError, match=r"model.loss._target_=torch.nn.Identity: it has no d_loss or g_loss method"):
+        gan(loss={"_target_": "torch.nn.Identity"})
     with pytest.raises(ValueError, match="model.r1_interval=0"):
         gan(r1_interval=0)
 
 
 def test_wgan_gp_experiment_sets_the_papers_recipe(make_cfg) -> None:
     m = make_cfg(["experiment=wgan_gp"]).model
-    assert (m.loss, m.gp_weight, m.n_critic, m.discriminator.norm) == ("wgan_gp", 10.0, 5, "none")
+    assert (m.loss._target_, m.gp_weight, m.n_critic) == ("dcgan.losses.Wasserstein", 10.0, 5)
+    assert m.discriminator.norm == "none"
     assert (m.optim.lr, list(m.optim.betas)) == (1e-4, [0.0, 0.9])
 
 
@@ -208,3 +211,38 @@ def test_every_experiment_fast_dev_runs(make_cfg, experiment: str, mnist_root, t
     elif "CelebA" in cfg.data._target_:
         cfg.data.data_dir = str(write_celeba(tmp_path / "celeba_root", n=40))
     train(cfg)
+
+
+class RelativisticAverage(losses.GANLoss):
+    """A user's own loss, defined outside the package: RaGAN with BCE (Jolicoeur-Martineau 2018), simplified to
+    D's fake outputs on G's side (the interface gives G's loss the fake scores only)."""
+
+    logits = True
+
+    def __init__(self, margin: float = 0.0) -> None:
+        self.margin = margin
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        ones = torch.ones_like(real)
+        real_vs_fake = real - fake.mean() - self.margin
+        return torch.nn.functional.binary_cross_entropy_with_logits(real_vs_fake, ones)
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.binary_cross_entropy_with_logits(fake - fake.mean().detach(), torch.ones_like(fake))
+
+
+def test_a_loss_class_from_outside_the_package_trains_and_is_rebuilt_from_the_checkpoint(make_cfg, tmp_path) -> None:
+    plug = ["model.loss._target_=tests.test_variants.RelativisticAverage", "+model.loss.margin=0.25"]
+    cfg = make_cfg([*TINY, *plug, "trainer.max_steps=8", "~callbacks.quality", "~callbacks.best"])
+    metrics = train(cfg)
+    assert math.isfinite(metrics["loss/d"]) and math.isfinite(metrics["loss/g"])
+    model = DCGAN.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert isinstance(model.objective, RelativisticAverage) and model.objective.margin == 0.25
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_each_shipped_loss_is_a_config_option(make_cfg, name: str) -> None:
+    from hydra.utils import instantiate
+
+    model = instantiate(make_cfg([f"model/loss={name}"]).model, _recursive_=False)
+    assert type(model.objective) is losses.LOSSES[name]

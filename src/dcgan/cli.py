@@ -31,6 +31,7 @@ from dcgan.checkpoint_io import AtomicCheckpointIO
 from dcgan.distributed import RANK_CONFIG, describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
 from dcgan.errors import UserError
 from dcgan.evaluation import evaluate
+from dcgan.extras import MissingExtra, check_command_line
 from dcgan.hardware import register_resolvers
 from dcgan.metrics.callback import QualityMetrics
 from dcgan.module import DCGAN
@@ -39,7 +40,15 @@ from dcgan.validation import check_train_config, user_errors
 
 log = logging.getLogger("dcgan")
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+def _conf_dir() -> Path:
+    """The configs: ``dcgan/conf/`` inside an installed wheel, else the checkout's top-level ``conf/``."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+CONF_DIR = _conf_dir()
+CONFIG_DIR_ENV = "DCGAN_CONFIG_DIR"  # a folder of the user's own config options, searched before the shipped ones
 register_resolvers()  # before Hydra composes conf/: trainer/default.yaml picks its precision through one
 
 
@@ -223,6 +232,32 @@ def _exit_with(err: BaseException) -> None:
     sys.exit(2)
 
 
+def _before_hydra(entry: Any) -> Any:
+    """Wrap a Hydra entry point: name a missing optional extra in one line, and add ``$DCGAN_CONFIG_DIR``.
+
+    Both act on the command line, because Hydra resolves config groups (and fails on a missing plugin) before
+    any of this project's code runs.
+    """
+
+    @functools.wraps(entry)
+    def run() -> Any:
+        try:
+            check_command_line(sys.argv[1:])
+        except MissingExtra as err:
+            print(f"Error: {err}", file=sys.stderr)
+            sys.exit(2)
+        user_dir = os.environ.get(CONFIG_DIR_ENV)
+        if user_dir and not any(a.startswith(("--config-dir", "-cd")) for a in sys.argv[1:]):
+            if not Path(user_dir).expanduser().is_dir():
+                print(f"Error: {CONFIG_DIR_ENV}={user_dir}: not a folder. Fix: point it at yours.", file=sys.stderr)
+                sys.exit(2)
+            sys.argv.insert(1, f"--config-dir={Path(user_dir).expanduser().resolve()}")
+        return entry()
+
+    return run
+
+
+@_before_hydra
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """``python train.py`` / ``dcgan-train``: Hydra composes ``conf/train.yaml`` with the overrides.
@@ -326,6 +361,7 @@ def generate(cfg: DictConfig) -> dict[str, Path]:
     return written
 
 
+@_before_hydra
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
 def generate_main(cfg: DictConfig) -> None:
     """``python generate.py`` / ``dcgan-generate``."""
@@ -335,6 +371,7 @@ def generate_main(cfg: DictConfig) -> None:
         _exit_with(err)
 
 
+@_before_hydra
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def evaluate_main(cfg: DictConfig) -> None:
     """``python evaluate.py`` / ``dcgan-evaluate``."""

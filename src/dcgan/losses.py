@@ -1,12 +1,11 @@
 """GAN losses on discriminator outputs (logits or critic scores), and the gradient penalties.
 
-Each loss is a pair (D's loss on real and fake outputs, G's loss on fake outputs); ``LOSSES`` maps the
-names that ``model.loss`` takes to them.
+A loss is an object with the :class:`GANLoss` interface; ``model/loss=<name>`` selects a shipped one
+(``conf/model/loss/``) and ``model.loss._target_=my_lab.losses.MyLoss`` plugs in any importable class
+that has it. ``LOSSES`` maps the shipped names to their classes.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -55,13 +54,70 @@ def g_loss_wasserstein(fake: torch.Tensor) -> torch.Tensor:
     return -fake.mean()
 
 
-LossPair = tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
-LOSSES: dict[str, LossPair] = {
-    "bce": (d_loss_bce, g_loss_nonsaturating),
-    "hinge": (d_loss_hinge, g_loss_hinge),
-    "lsgan": (d_loss_lsgan, g_loss_lsgan),
-    "wgan_gp": (d_loss_wasserstein, g_loss_wasserstein),
-}
+class GANLoss:
+    """The interface of ``model.loss``: D's loss on its outputs for a real and a fake batch, G's on a fake one.
+
+    The outputs are D's raw ones, shape (N,) (or (N, 1)); a subclass sets ``logits = True`` where they are
+    logits (TensorBoard's ``d/real`` and ``d/fake`` then show sigmoid probabilities) and ``gp_weight`` to the
+    gradient-penalty weight the loss comes with (used when ``model.gp_weight`` is null). Keep constructor
+    arguments plain (numbers, strings): they are saved in the checkpoint, which rebuilds the loss from them.
+    """
+
+    logits: bool = False
+    gp_weight: float = 0.0
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BCE(GANLoss):
+    """The paper's: binary cross-entropy for D, the non-saturating -log D(G(z)) for G (Goodfellow et al. 2014)."""
+
+    logits = True
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return d_loss_bce(real, fake)
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return g_loss_nonsaturating(fake)
+
+
+class Hinge(GANLoss):
+    """Lim & Ye 2017 (Geometric GAN), as in SAGAN and BigGAN."""
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return d_loss_hinge(real, fake)
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return g_loss_hinge(fake)
+
+
+class LSGAN(GANLoss):
+    """Mao et al. 2017: least squares with targets 0 (fake) and 1 (real)."""
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return d_loss_lsgan(real, fake)
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return g_loss_lsgan(fake)
+
+
+class Wasserstein(GANLoss):
+    """Arjovsky et al. 2017's critic loss, with Gulrajani et al. 2017's gradient penalty weight 10."""
+
+    gp_weight = 10.0
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return d_loss_wasserstein(real, fake)
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        return g_loss_wasserstein(fake)
+
+
+LOSSES: dict[str, type[GANLoss]] = {"bce": BCE, "hinge": Hinge, "lsgan": LSGAN, "wgan_gp": Wasserstein}
 
 
 def gradient_penalty(

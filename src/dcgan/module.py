@@ -46,7 +46,8 @@ class DCGAN(L.LightningModule):
     ``DCGAN.load_from_checkpoint(path)`` rebuilds both networks without Hydra's run config.
 
     Each training batch: one D step on real + G(z).detach(); every ``n_critic``-th batch also a
-    G step with the non-saturating loss on the same G(z). Lightning's ``global_step`` counts
+    G step on the same G(z). ``loss`` is a ``_target_`` node of a :class:`dcgan.losses.GANLoss`
+    (the paper's BCE with the non-saturating G loss by default). Lightning's ``global_step`` counts
     optimizer steps, so one batch advances it by 2 when ``n_critic=1``.
     """
 
@@ -61,7 +62,7 @@ class DCGAN(L.LightningModule):
         ema_decay: float | None = None,
         channels_last: bool = False,
         compile: bool = False,
-        loss: str = "bce",
+        loss: Mapping[str, Any] | str = "bce",
         gp_weight: float | None = None,
         r1_weight: float = 0.0,
         r1_interval: int = 16,
@@ -73,11 +74,13 @@ class DCGAN(L.LightningModule):
             raise ValueError(f"model.n_critic={n_critic}: expected an integer >= 1 (D steps per G step).")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"model.ema_decay={ema_decay}: expected a value in (0, 1), e.g. 0.999, or null for off.")
-        if loss not in LOSSES:
-            raise ValueError(f"model.loss={loss}: expected one of {', '.join(LOSSES)}.")
+        if isinstance(loss, str):  # a shipped loss by name (checkpoints from before model/loss was a node)
+            if loss not in LOSSES:
+                raise ValueError(f"model.loss={loss}: expected one of {', '.join(LOSSES)} (model/loss=<name>).")
+            loss = {"_target_": f"{LOSSES[loss].__module__}.{LOSSES[loss].__qualname__}"}
         if not isinstance(r1_interval, int) or r1_interval < 1:
             raise ValueError(f"model.r1_interval={r1_interval}: expected an integer >= 1 (D steps between R1 terms).")
-        generator, discriminator, optim = _plain(generator), _plain(discriminator), _plain(optim)
+        generator, discriminator, optim, loss = _plain(generator), _plain(discriminator), _plain(optim), _plain(loss)
         for name, net in (("generator", generator), ("discriminator", discriminator)):
             if net.get("num_classes") != num_classes:
                 raise ValueError(
@@ -91,9 +94,16 @@ class DCGAN(L.LightningModule):
         self.automatic_optimization = False
         self.generator = instantiate(generator, _convert_="all")
         self.discriminator = instantiate(discriminator, _convert_="all")
-        self.d_loss, self.g_loss = LOSSES[loss]
-        # Gulrajani et al. 2017's weight 10 comes with the Wasserstein loss; any loss may take a penalty.
-        self.gp_weight = (10.0 if loss == "wgan_gp" else 0.0) if gp_weight is None else float(gp_weight)
+        self.objective = instantiate(loss, _convert_="all")
+        missing = [m for m in ("d_loss", "g_loss") if not callable(getattr(self.objective, m, None))]
+        if missing:
+            raise ValueError(
+                f"model.loss._target_={loss.get('_target_')}: it has no {' or '.join(missing)} method; expected "
+                "the dcgan.losses.GANLoss interface: d_loss(real_scores, fake_scores) and g_loss(fake_scores)."
+            )
+        # the loss's own penalty weight (10 for Wasserstein, Gulrajani et al. 2017) unless model.gp_weight is set
+        default_gp = float(getattr(self.objective, "gp_weight", 0.0))
+        self.gp_weight = default_gp if gp_weight is None else float(gp_weight)
         if self.gp_weight and any(isinstance(m, torch.nn.BatchNorm2d) for m in self.discriminator.modules()):
             rank_zero_warn(
                 "The gradient penalty is per image but D has BatchNorm, which mixes the images of a batch. "
@@ -183,7 +193,7 @@ class DCGAN(L.LightningModule):
             real_in = real_in.detach().requires_grad_(True)
         real_scores = self.discriminator(real_in, labels)
         fake_scores = self.discriminator(fake_in, labels)
-        loss_d = self.d_loss(real_scores, fake_scores)
+        loss_d = self.objective.d_loss(real_scores, fake_scores)
         logs = {}
         if self.gp_weight:
             critic = functools.partial(self.discriminator, labels=labels)
@@ -202,7 +212,7 @@ class DCGAN(L.LightningModule):
         logs = {k: v.detach() for k, v in logs.items()}
         if g_turn:
             self.toggle_optimizer(opt_g)  # freezes D: G's loss puts no gradient into D
-            loss_g = self.g_loss(self.discriminator(self.augment(fake, self._noise_gen), labels))
+            loss_g = self.objective.g_loss(self.discriminator(self.augment(fake, self._noise_gen), labels))
             self._watch("loss/g", loss_g)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
@@ -231,8 +241,8 @@ class DCGAN(L.LightningModule):
         return self.global_step - self.global_step // (self.hparams.n_critic + 1)
 
     def _d_outputs(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        """d/real, d/fake: mean D(x), D(G(z)) as probabilities for bce, as raw scores for the other losses."""
-        if self.hparams.loss == "bce":
+        """d/real, d/fake: mean D(x), D(G(z)) as probabilities where D outputs logits (bce), else raw scores."""
+        if getattr(self.objective, "logits", False):
             real, fake = torch.sigmoid(real.float()), torch.sigmoid(fake.float())
         return {"d/real": real.detach().float().mean(), "d/fake": fake.detach().float().mean()}
 

@@ -46,6 +46,10 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _is_mapping(v: Any) -> bool:
+    return isinstance(v, (dict, DictConfig))
+
+
 def _int_at_least(low: int) -> Callable[[Any], bool]:
     return lambda v: _is_int(v) and v >= low
 
@@ -93,7 +97,11 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
         "null (off) or a decay in (0, 1)",
         "model.ema_decay=0.999",
     ),
-    "model.loss": (lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}", "model.loss=bce"),
+    "model.loss": (
+        lambda v: (isinstance(v, str) and v in LOSSES) or (_is_mapping(v) and "_target_" in v),
+        f"a loss node: model/loss={' | '.join(LOSSES)}, or model.loss._target_=<your GANLoss class>",
+        "model/loss=bce",
+    ),
     "model.gp_weight": (lambda v: v is None or (_is_number(v) and v >= 0), "null or >= 0", "model.gp_weight=10"),
     "model.r1_weight": (lambda v: _is_number(v) and v >= 0, "a weight >= 0 (0: off)", "model.r1_weight=1"),
     "model.r1_interval": (_int_at_least(1), "an integer >= 1 (D steps between R1 terms)", "model.r1_interval=16"),
