@@ -88,7 +88,7 @@ class SampleGrid(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(tag, grid, global_step=step)
-            elif callable(getattr(logger, "log_image", None)):  # e.g. WandbLogger
+            elif callable(getattr(logger, "log_image", None)):  # WandbLogger, dcgan.loggers.MLFlowLogger
                 logger.log_image(key=tag, images=[grid], step=step)
         if self.save_dir is not None:
             self.save_dir.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from dcgan.checkpoint_io import AtomicCheckpointIO
 from dcgan.distributed import RANK_CONFIG, describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
 from dcgan.errors import UserError
 from dcgan.evaluation import evaluate
-from dcgan.extras import MissingExtra, check_command_line
+from dcgan.extras import NEEDS, MissingExtra, check_command_line, installed, require
 from dcgan.hardware import register_resolvers
 from dcgan.metrics.callback import QualityMetrics
 from dcgan.module import DCGAN
@@ -57,6 +57,31 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def _loggers(group: DictConfig | None) -> list[Any]:
+    """The ``logger`` group's loggers. One whose extra is missing stops the run in one line, except under
+    ``logger=many``, which takes the installed ones and says which it skipped."""
+    chosen = HydraConfig.get().runtime.choices.get("logger") if HydraConfig.initialized() else None
+    loggers = []
+    for key, node in (group or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        need = NEEDS.get(f"logger={key}")
+        if need is not None and not installed(need[0]):
+            if chosen == "many":
+                rank_zero_info(f'logger=many: {key} skipped (pip install "dcgan[{need[1]}]" to add it).')
+                continue
+            require(*need, what=f"logger.{key}")
+        loggers.append(instantiate(node))
+    return loggers
+
+
+def _finish_runs(trainer: L.Trainer) -> None:
+    """End the W&B run this job opened: the next job of a sweep in this process would otherwise log into it."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero and logger._experiment is not None:
+            logger.experiment.finish()
 
 
 class _DropTips(logging.Filter):
@@ -191,7 +216,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             if not cfg.trainer.get("enable_progress_bar", True):  # the bar is off: so is its callback
                 callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
             trainer_cfg = _time_budget(cfg.trainer)
-            loggers = _instantiate_all(cfg.get("logger"))
+            loggers = _loggers(cfg.get("logger"))
             trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers, plugins=_plugins(trainer_cfg))
             _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
         output_dir = Path(cfg.paths.output_dir).resolve()
@@ -201,7 +226,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         _announce_devices(trainer)
         if cfg.get("ckpt_path") is None:
             _announce_resumable(output_dir)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        finally:
+            _finish_runs(trainer)
         _announce(output_dir, trainer)
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
