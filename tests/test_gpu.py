@@ -1,0 +1,60 @@
+"""CUDA-only checks (marker ``gpu``; skipped cleanly without CUDA): bf16 on the GPU, channels_last with cuDNN,
+and NCCL DDP with SyncBatchNorm when two GPUs exist. ``bench/gpu_check.sh`` runs them on a GPU machine."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcgan.cli import train
+from tests.conftest import TINY, train_py
+
+pytestmark = pytest.mark.gpu
+
+GPU = [o for o in TINY if not o.startswith("trainer.accelerator")] + ["trainer.accelerator=gpu"]
+RUN = [*GPU, "trainer.max_steps=20", "trainer.log_every_n_steps=1", "~callbacks.quality", "~callbacks.best"]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)),
+    reason="needs a GPU with native bf16 (sm80+)",
+)
+def test_bf16_mixed_trains_on_the_gpu(make_cfg, tmp_path: Path) -> None:
+    metrics = train(make_cfg([*RUN, "trainer.precision=bf16-mixed"]))
+    assert math.isfinite(metrics["loss/d"]) and math.isfinite(metrics["loss/g"])
+    assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "run").values() if v.is_floating_point())
+
+
+def test_channels_last_with_cudnn_benchmark_trains_like_contiguous(make_cfg, tmp_path: Path) -> None:
+    torch.backends.cudnn.benchmark = True
+    try:
+        nhwc = train(make_cfg([*RUN, "model.channels_last=true", "trainer.precision=32-true"], tmp_path / "nhwc"))
+        nchw = train(make_cfg([*RUN, "model.channels_last=false", "trainer.precision=32-true"], tmp_path / "nchw"))
+    finally:
+        torch.backends.cudnn.benchmark = False
+    assert math.isfinite(nhwc["loss/d"]) and math.isfinite(nchw["loss/d"])
+    # the same seed and data: the two memory formats take the same path up to cuDNN's kernel choice
+    assert abs(nhwc["loss/d"] - nchw["loss/d"]) < 0.05 * max(1.0, abs(nchw["loss/d"]))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_nccl_ddp_with_sync_batchnorm_keeps_ranks_identical(tmp_path: Path) -> None:
+    ddp = ["trainer.accelerator=gpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.sync_batchnorm=true"]
+    probe = ["+callbacks.probe._target_=tests.probes.RankProbe", f"+callbacks.probe.out={tmp_path / 'p'}"]
+    run = tmp_path / "run"
+    train_py([*ddp, "trainer.max_steps=12", f"hydra.run.dir={run}", *probe], tmp_path)
+    ranks = [json.loads((tmp_path / "p" / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["batches"] != ranks[1]["batches"]
+    g0, g1 = (torch.load(tmp_path / "p" / f"rank{r}_g.pt") for r in range(2))
+    for name in g0:
+        torch.testing.assert_close(g0[name], g1[name], rtol=0, atol=0, msg=name)
+    state = _weights(run)
+    assert any("running_mean" in k for k in state), "SyncBatchNorm keeps BatchNorm's running statistics"
