@@ -24,7 +24,7 @@ from dcgan.slots import SlotPlan, hold_slot, plan_slots
 
 log = logging.getLogger(__name__)
 
-SLOT_ENV = "DCGAN_LAUNCH_SLOT"  # read by dcgan.cli.train to log the job's devices
+SLOT_ENV = "DCGAN_LAUNCH_SLOT"  # read by dcgan.training.train to log the job's devices
 
 
 def _run_in_slot(

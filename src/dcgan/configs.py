@@ -1,0 +1,18 @@
+"""Where the configs are: inside an installed wheel, or the checkout's top-level ``conf/`` (the one copy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dcgan.hardware import register_resolvers
+
+
+def _conf_dir() -> Path:
+    """The configs: ``dcgan/conf/`` inside an installed wheel, else the checkout's top-level ``conf/``."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+CONF_DIR = _conf_dir()
+CONFIG_DIR_ENV = "DCGAN_CONFIG_DIR"  # a folder of the user's own config options, searched before the shipped ones
+register_resolvers()  # before Hydra composes conf/: trainer/default.yaml picks its precision through one

@@ -1,0 +1,217 @@
+"""The training task: ``train(cfg)`` builds data, model, callbacks, loggers and trainer from a composed config.
+
+A plain function of the config: ``dcgan-train`` calls it through Hydra, and a notebook or another tool can call it
+with a config from ``hydra.compose`` (see the README). Where Hydra is running it also reads the job's overrides
+(for the resume command it prints) and the chosen logger option.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from omegaconf import DictConfig
+
+from dcgan.checkpoint_io import AtomicCheckpointIO
+from dcgan.distributed import RANK_CONFIG, describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
+from dcgan.extras import NEEDS, installed, require
+from dcgan.metrics.callback import QualityMetrics
+from dcgan.requeue import lightning_cluster_plugins, submitit_executor
+from dcgan.validation import check_train_config, user_errors
+
+log = logging.getLogger("dcgan")
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` node of a group such as ``callbacks`` or ``logger``."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def _loggers(group: DictConfig | None) -> list[Any]:
+    """The ``logger`` group's loggers. One whose extra is missing stops the run in one line, except under
+    ``logger=many``, which takes the installed ones and says which it skipped."""
+    chosen = HydraConfig.get().runtime.choices.get("logger") if HydraConfig.initialized() else None
+    loggers = []
+    for key, node in (group or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        need = NEEDS.get(f"logger={key}")
+        if need is not None and not installed(need[0]):
+            if chosen == "many":
+                rank_zero_info(f'logger=many: {key} skipped (pip install "dcgan[{need[1]}]" to add it).')
+                continue
+            require(*need, what=f"logger.{key}")
+        loggers.append(instantiate(node))
+    return loggers
+
+
+def _finish_runs(trainer: L.Trainer) -> None:
+    """End the W&B run this job opened: the next job of a sweep in this process would otherwise log into it."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero and logger._experiment is not None:
+            logger.experiment.finish()
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+def _quiet_advisories() -> None:
+    """Silence advisories a user cannot act on: adverts for hosted services, a torch/Lightning deprecation."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    # Lightning 2.6's own pytree helper on torch >= 2.10; nothing in this project to change.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Lightning 2.6 asks manual-optimization modules to stash pre-step weights for periodic checkpoints;
+    # ours are meant to hold the state after the batch's updates, which is what a resume continues from.
+    warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization.*")
+    # The quality monitor skips short epochs (callbacks.quality.min_batches); the best checkpoint then simply
+    # waits for the next score. A monitor that can never be logged is dropped before training (_drop_unmonitorable).
+    warnings.filterwarnings("ignore", message=r"`ModelCheckpoint\(monitor='val/.*could not find the monitored key")
+    # A resumed run writes to its own new run dir by design; the old dir's top-k bookkeeping is moot.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded.*")
+
+
+@rank_zero_only
+def _announce_devices(trainer: L.Trainer) -> None:
+    log.info("Devices: %s", describe_devices(trainer))
+    if slot := os.environ.get("DCGAN_LAUNCH_SLOT"):  # set by hydra/launcher=gpus
+        log.info("Launcher: %s", slot)
+
+
+@rank_zero_only
+def _announce(output_dir: Path, trainer: L.Trainer | None = None) -> None:
+    for callback in trainer.checkpoint_callbacks if trainer else []:
+        if getattr(callback, "last_model_path", "") and Path(callback.last_model_path).is_file():
+            log.info("Last checkpoint: %s", callback.last_model_path)
+        if getattr(callback, "monitor", None) and callback.best_model_path:
+            score = float(callback.best_model_score)
+            log.info("Best checkpoint (%s=%.4g): %s", callback.monitor, score, callback.best_model_path)
+    log.info("Run dir: %s", output_dir)
+    log.info("Watch it: tensorboard --logdir %s", output_dir)
+
+
+def _drop_unmonitorable(callbacks: list[Any], datamodule: L.LightningDataModule, conditional: bool) -> list[Any]:
+    """Remove quality-monitoring checkpoints whose metric this run cannot log (e.g. no labels, no Inception)."""
+    quality = next((c for c in callbacks if isinstance(c, QualityMetrics)), None)
+    available = quality.names(datamodule, conditional) if quality else []
+    kept = []
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None) if isinstance(callback, ModelCheckpoint) else None
+        if monitor and monitor.startswith("val/") and monitor not in available:
+            rank_zero_info(
+                f"No {monitor} in this run (it logs {available or 'no quality metric'}): best checkpoint off."
+            )
+            continue
+        kept.append(callback)
+    return kept
+
+
+def _check_sync_batchnorm(trainer: L.Trainer, sync_batchnorm: bool) -> None:
+    if sync_batchnorm and isinstance(trainer.accelerator, CPUAccelerator):
+        raise ValueError(
+            "trainer.sync_batchnorm=true needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only), but this "
+            "run is on the CPU. Pass trainer.sync_batchnorm=false for CPU DDP (each process then normalises "
+            "over its own batch)."
+        )
+
+
+def _time_budget(trainer_cfg: DictConfig) -> DictConfig:
+    """With ``trainer.max_time`` given, the run lasts that long: a recipe's ``max_epochs`` does not end it first.
+
+    Changes ``trainer_cfg`` in place. An explicit ``trainer.max_epochs=`` on the command line still counts
+    (whichever comes first).
+    """
+    if trainer_cfg.get("max_time") is None or trainer_cfg.get("max_epochs") in (None, -1):
+        return trainer_cfg
+    if HydraConfig.initialized() and HydraConfig.get().job.config_name == Path(RANK_CONFIG).stem:
+        return trainer_cfg  # another DDP rank: rank zero decided, and saved its decision in this config
+    explicit = HydraConfig.initialized() and any(
+        o.split("=")[0].lstrip("+~") == "trainer.max_epochs" for o in HydraConfig.get().overrides.task
+    )
+    if explicit:
+        return trainer_cfg
+    rank_zero_info(
+        f"trainer.max_time={trainer_cfg.max_time}: training for that long (the config's max_epochs="
+        f"{trainer_cfg.max_epochs} is lifted; pass trainer.max_epochs=N too to stop at whichever comes first)."
+    )
+    trainer_cfg.max_epochs = -1
+    return trainer_cfg
+
+
+def _plugins(trainer_cfg: DictConfig) -> list[Any]:
+    """The trainer's plugins: the config's own, crash-safe checkpoint files, and under submitit on SLURM a
+    cluster environment whose requeue is off (``dcgan.requeue`` requeues through submitit instead)."""
+    plugins = [instantiate(p) for p in trainer_cfg.get("plugins") or []]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins + lightning_cluster_plugins()
+
+
+def resume_command(output_dir: Path) -> str:
+    """The command line that continues this run (or, in a ``-m`` sweep, every job of it) from its last.ckpt."""
+    program = Path(sys.argv[0]).name
+    program = f"python {program}" if program.endswith(".py") else program
+    if not HydraConfig.initialized():
+        return f"{program} ... hydra.run.dir={output_dir} ckpt_path=last"
+    hydra_cfg = HydraConfig.get()
+    pinned = ("ckpt_path", "hydra.run.dir", "hydra.sweep.dir")
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        given, pin = sys.argv[1:], f"hydra.sweep.dir={Path(hydra_cfg.sweep.dir).resolve()}"
+    else:
+        given, pin = list(hydra_cfg.overrides.task), f"hydra.run.dir={output_dir}"
+    kept = [a for a in given if a.split("=", 1)[0].lstrip("+~") not in pinned]
+    return " ".join(shlex.quote(a) for a in [*program.split(), *kept, pin, "ckpt_path=last"])
+
+
+@rank_zero_only
+def _announce_resumable(output_dir: Path) -> None:
+    if submitit_executor():
+        return  # the launcher resumes requeued jobs by itself
+    log.info("Fresh run. If it stops (time limit, kill, crash), continue it with: %s", resume_command(output_dir))
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train the model ``cfg`` describes; returns the final logged metrics as floats."""
+    _quiet_advisories()
+    with job_scope():
+        check_train_config(cfg)
+        L.seed_everything(cfg.seed, workers=True)
+        with user_errors():
+            datamodule = instantiate(cfg.data)
+            model = instantiate(cfg.model, _recursive_=False)
+            callbacks = _drop_unmonitorable(_instantiate_all(cfg.get("callbacks")), datamodule, model.conditional)
+            if not cfg.trainer.get("enable_progress_bar", True):  # the bar is off: so is its callback
+                callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+            trainer_cfg = _time_budget(cfg.trainer)
+            loggers = _loggers(cfg.get("logger"))
+            trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers, plugins=_plugins(trainer_cfg))
+            _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
+        output_dir = Path(cfg.paths.output_dir).resolve()
+        use_job_rank_launcher(trainer, cfg, output_dir)
+        find_unused_parameters(trainer)
+        _announce(output_dir)
+        _announce_devices(trainer)
+        if cfg.get("ckpt_path") is None:
+            _announce_resumable(output_dir)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        finally:
+            _finish_runs(trainer)
+        _announce(output_dir, trainer)
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}
