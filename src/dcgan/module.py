@@ -252,7 +252,7 @@ class DCGAN(L.LightningModule):
 
         d = min(ema_decay, (1 + n) / (10 + n)) after n G steps: a warm-up, so the average forgets the
         random initial weights within a few hundred steps instead of ~1/(1 - ema_decay) (1,000 at 0.999),
-        which is most of a short CPU run. Measured on the default digits run: see the README.
+        which is most of a short CPU run. Measured on the default digits run: see docs/variants.md.
         """
         updates = self.global_step // (self.hparams.n_critic + 1)  # G steps so far, this one included
         decay = min(self.hparams.ema_decay, (1 + updates) / (10 + updates))

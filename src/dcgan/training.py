@@ -1,7 +1,7 @@
 """The training task: ``train(cfg)`` builds data, model, callbacks, loggers and trainer from a composed config.
 
 A plain function of the config: ``dcgan-train`` calls it through Hydra, and a notebook or another tool can call it
-with a config from ``hydra.compose`` (see the README). Where Hydra is running it also reads the job's overrides
+with a config from ``hydra.compose`` (docs/package.md). Where Hydra is running it also reads the job's overrides
 (for the resume command it prints) and the chosen logger option.
 """
 
