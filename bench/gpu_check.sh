@@ -19,5 +19,8 @@ mkdir -p bench/results
   timeout 240 $PY bench/throughput.py --device cuda --repeats 2 --warmup 10
   bench=$?
   echo "## exit: tests $tests, bench $bench"
+  [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]
 } 2>&1 | tee "$OUT"
+status=${PIPESTATUS[0]}
 echo "saved $OUT"
+exit "$status"

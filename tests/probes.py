@@ -47,6 +47,8 @@ class RankProbe(L.Callback):
         for net, name in ((pl_module.generator, "g"), (pl_module.discriminator, "d")):
             weights = {k: v.detach().cpu() for k, v in net.named_parameters()}
             torch.save(weights, self.out / f"rank{rank}_{name}.pt")
+            buffers = {k: v.detach().cpu() for k, v in net.named_buffers()}  # BatchNorm running statistics
+            torch.save(buffers, self.out / f"rank{rank}_{name}_buffers.pt")
 
 
 class SignalAt(L.Callback):

@@ -44,12 +44,25 @@ def test_resume_from_last_is_added_unless_a_checkpoint_is_named() -> None:
     assert resume_from_last(["ckpt_path=/a/init.ckpt", "seed=1"], replace=True) == ["seed=1", "ckpt_path=last"]
 
 
-def test_lightning_requeues_nothing_in_submitit_slurm_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+def test_lightning_requeues_nothing_in_slurm_batch_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NAME"):
+        monkeypatch.delenv(key, raising=False)
     assert lightning_cluster_plugins() == []
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4")
+    monkeypatch.setenv("SLURM_JOB_NAME", "bash")  # an interactive allocation: Lightning treats it as no SLURM job
+    assert lightning_cluster_plugins() == []
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
     (environment,) = lightning_cluster_plugins()
     assert environment.auto_requeue is False
+
+
+def test_auto_watches_only_jobs_of_the_requeueing_launchers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.delenv("DCGAN_REQUEUE", raising=False)  # plain submitit_slurm: its requeue would restart the run
+    assert RequeueOnSignal()._watched() is None
+    monkeypatch.setenv("DCGAN_REQUEUE", "1")
+    assert RequeueOnSignal()._watched() == signal.SIGUSR2
 
 
 def test_requeue_signal_name_is_checked() -> None:

@@ -126,7 +126,10 @@ class GANCheckpoint(ModelCheckpoint):
         the one a resume continues from. Other exceptions write nothing: a crash or a divergence keeps the last
         good checkpoint.
         """
-        if isinstance(exception, SIGTERMException) and self.save_last and not trainer.sanity_checking:
+        super().on_exception(trainer, pl_module, exception)  # Lightning's save_on_exception, when set
+        if self.save_on_exception or not isinstance(exception, SIGTERMException):
+            return
+        if self.save_last and not trainer.sanity_checking and not trainer.fast_dev_run:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             rank_zero_info(f"SIGTERM: wrote {self.last_model_path} at global step {trainer.global_step}.")
 

@@ -8,8 +8,8 @@ from dcgan.hardware import register_resolvers
 
 
 def _conf_dir() -> Path:
-    """The configs: ``dcgan/conf/`` inside an installed wheel, else the checkout's top-level ``conf/``."""
-    packaged = Path(__file__).resolve().parent / "conf"
+    """The configs: ``dcgan/conf/`` (in a checkout a symlink to the top-level ``conf/``, in a wheel its copy)."""
+    packaged = (Path(__file__).resolve().parent / "conf").resolve()  # in a checkout: a symlink to conf/
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 

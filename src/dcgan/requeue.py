@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from pathlib import Path
+import threading
 from types import FrameType
 from typing import Any
 
@@ -41,13 +41,20 @@ def submitit_signal() -> signal.Signals:
     return JobEnvironment._usr_sig()
 
 
+def requeueing_job() -> bool:
+    """Inside a job of hydra/launcher=slurm or slurm_local, whose launcher resumes requeued jobs from last.ckpt."""
+    return bool(submitit_executor()) and os.environ.get("DCGAN_REQUEUE") == "1"
+
+
 def lightning_cluster_plugins() -> list[Any]:
-    """Trainer plugins for a job started by submitit on SLURM: Lightning's ranks from SLURM, its requeue off."""
-    if submitit_executor() != "slurm":
-        return []
+    """Trainer plugins for a SLURM job (batch, not interactive): Lightning's ranks from SLURM, its requeue off.
+
+    Lightning's SLURM auto-requeue would otherwise save ``hpc_ckpt_*.ckpt`` inside its USR1 handler (in the
+    middle of a step) and requeue on its own; requeueing is submitit's (or your script's) job here.
+    """
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    return [SLURMEnvironment(auto_requeue=False)]
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 class RequeueOnSignal(L.Callback):
@@ -73,8 +80,8 @@ class RequeueOnSignal(L.Callback):
     def _watched(self) -> signal.Signals | None:
         if self.signal_name == "off":
             return None
-        if self.signal_name == "auto":
-            return submitit_signal() if submitit_executor() else None
+        if self.signal_name == "auto":  # only where a requeued job continues (plain submitit would restart it)
+            return submitit_signal() if requeueing_job() else None
         return signal.Signals[self.signal_name]
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
@@ -83,6 +90,10 @@ class RequeueOnSignal(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning saved the handlers it restores at teardown, so that it restores submitit's, not this one
         self._signum, self._batches = self._watched(), 0
+        if self._signum is not None and threading.current_thread() is not threading.main_thread():
+            log.warning("callbacks.requeue: not in the main thread, where signals are handled: %s not watched.",
+                        self._signum.name)  # fmt: skip
+            self._signum = None
         if self._signum is not None:
             self._previous = signal.signal(self._signum, self._note)
 
@@ -128,7 +139,6 @@ def _save_last(trainer: L.Trainer) -> str:
         if isinstance(callback, ModelCheckpoint) and callback.save_last:
             callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
             written = written or callback.last_model_path
-    if not written:
-        written = str(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt")
-        trainer.save_checkpoint(written)
-    return written
+    if not written and trainer.is_global_zero:
+        log.warning("No checkpoint callback has save_last=true: nothing written that ckpt_path=last could resume.")
+    return written or "nothing (callbacks.checkpoint.save_last is off)"

@@ -23,13 +23,13 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from dcgan.checkpoint_io import AtomicCheckpointIO
 from dcgan.distributed import RANK_CONFIG, describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
 from dcgan.extras import NEEDS, installed, require
 from dcgan.metrics.callback import QualityMetrics
-from dcgan.requeue import lightning_cluster_plugins, submitit_executor
+from dcgan.requeue import lightning_cluster_plugins, requeueing_job
 from dcgan.validation import check_train_config, user_errors
 
 log = logging.getLogger("dcgan")
@@ -44,9 +44,10 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 
 def _loggers(group: DictConfig | None) -> list[Any]:
     """The ``logger`` group's loggers. One whose extra is missing stops the run in one line, except under
-    ``logger=many``, which takes the installed ones and says which it skipped."""
+    ``logger=many``, which takes the installed ones, says which it skipped and drops those from ``group`` (so the
+    config the other DDP ranks start from has the same loggers)."""
     chosen = HydraConfig.get().runtime.choices.get("logger") if HydraConfig.initialized() else None
-    loggers = []
+    loggers, skipped = [], []
     for key, node in (group or {}).items():
         if node is None or "_target_" not in node:
             continue
@@ -54,9 +55,13 @@ def _loggers(group: DictConfig | None) -> list[Any]:
         if need is not None and not installed(need[0]):
             if chosen == "many":
                 rank_zero_info(f'logger=many: {key} skipped (pip install "dcgan[{need[1]}]" to add it).')
+                skipped.append(key)
                 continue
             require(*need, what=f"logger.{key}")
         loggers.append(instantiate(node))
+    with open_dict(group or DictConfig({})):
+        for key in skipped:
+            del group[key]
     return loggers
 
 
@@ -181,7 +186,7 @@ def resume_command(output_dir: Path) -> str:
 
 @rank_zero_only
 def _announce_resumable(output_dir: Path) -> None:
-    if submitit_executor():
+    if requeueing_job():
         return  # the launcher resumes requeued jobs by itself
     log.info("Fresh run. If it stops (time limit, kill, crash), continue it with: %s", resume_command(output_dir))
 

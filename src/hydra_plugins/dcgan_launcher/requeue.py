@@ -10,10 +10,16 @@ then calls submitit's handler, which calls :meth:`checkpoint` here: the job is r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+try:
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+except ImportError:  # no [slurm] extra: Hydra scans this module at every start, so it must import quietly
+    LocalLauncher = SlurmLauncher = None  # hydra/launcher=slurm then stops in one line (dcgan.extras)
+
+REQUEUE_ENV = "DCGAN_REQUEUE"  # set in the job's process: callbacks.requeue (signal=auto) acts only in such jobs
 
 
 def _key(override: str) -> str:
@@ -29,6 +35,7 @@ def resume_from_last(overrides: Sequence[str], replace: bool = False) -> list[st
 
 class _Resumable:
     def __call__(self, sweep_overrides: list[str], *args: Any, **kwargs: Any) -> Any:
+        os.environ[REQUEUE_ENV] = "1"  # this runs in the job: its run resumes from last.ckpt when requeued
         return super().__call__(resume_from_last(sweep_overrides), *args, **kwargs)
 
     def checkpoint(self, sweep_overrides: list[str], *args: Any, **kwargs: Any) -> Any:
@@ -36,9 +43,10 @@ class _Resumable:
         return super().checkpoint(resume_from_last(sweep_overrides, replace=True), *args, **kwargs)
 
 
-class SlurmRequeueLauncher(_Resumable, SlurmLauncher):
-    """SLURM jobs (one task per GPU) that resume from their own last.ckpt after a requeue."""
+if SlurmLauncher is not None:
 
+    class SlurmRequeueLauncher(_Resumable, SlurmLauncher):
+        """SLURM jobs (one task per GPU) that resume from their own last.ckpt after a requeue."""
 
-class LocalRequeueLauncher(_Resumable, LocalLauncher):
-    """The same on this machine (submitit's local executor): its timeout sends the same signal."""
+    class LocalRequeueLauncher(_Resumable, LocalLauncher):
+        """The same on this machine (submitit's local executor): its timeout sends the same signal."""
