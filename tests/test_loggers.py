@@ -109,8 +109,11 @@ def test_many_skips_a_logger_whose_extra_is_missing_and_drops_it_from_the_config
     HydraConfig.instance().set_config(cfg)  # as under python train.py: the logger choice is "many"
     with open_dict(cfg):
         cfg.pop("hydra")
-    with caplog.at_level("INFO"):
-        train(cfg)
+    try:
+        with caplog.at_level("INFO"):
+            train(cfg)
+    finally:
+        HydraConfig.instance().cfg = None  # the tests after this one run without Hydra, as before
     assert 'logger=many: wandb skipped (pip install "dcgan[wandb]"' in caplog.text
     assert "wandb" not in cfg.logger and {"tensorboard", "csv", "mlflow"} <= set(cfg.logger)
     assert not (tmp_path / "run" / "wandb").exists() and list((tmp_path / "mlruns").glob("*/*/metrics/loss/d"))
