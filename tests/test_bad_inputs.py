@@ -47,7 +47,7 @@ BAD = [
     (["data.channels=2"], "data.channels=2: expected 1 (gray) or 3 (RGB)"),
     (["model.generator.nz=0"], "model.generator.nz=0: expected an integer >= 1"),
     (["model.n_critic=0"], "model.n_critic=0: expected an integer >= 1"),
-    (["model.ema_decay=1.5"], "model.ema_decay=1.5: expected null (off) or a decay in (0, 1)"),
+    (["model/ema=average", "model.ema.decay=1.5"], "model.ema.decay=1.5: expected a decay in (0, 1)"),
     (["model.loss=wgan"], "model.loss=wgan: expected a loss node: model/loss=bce | hinge | lsgan | wgan_gp"),
     (["model.r1_weight=-1"], "model.r1_weight=-1: expected a weight >= 0"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0: expected an integer >= 1, or -1"),

@@ -78,7 +78,12 @@ def test_ddp_rank_zero_sees_the_same_config_on_every_rank(tmp_path: Path) -> Non
 def test_ddp_keeps_ranks_in_step_with_penalties_augment_and_labels(tmp_path: Path) -> None:
     """The gradient penalty and R1 (double backward), DiffAugment and a conditional projection D under DDP:
     every rank ends with the same G and D, and the penalties were logged."""
-    variants = ["experiment=wgan_gp", "model.r1_weight=1", "model.r1_interval=1", "model.augment=[translation,cutout]"]
+    variants = [
+        "experiment=wgan_gp",
+        "model.r1_weight=1",
+        "model.r1_interval=1",
+        "model.augment.policy=[translation,cutout]",
+    ]
     variants += ["model.num_classes=10", "trainer.max_steps=12", "trainer.log_every_n_steps=1"]
     run = tmp_path / "run"
     run_train([*DDP, *variants, f"hydra.run.dir={run}", *probe(tmp_path / "p")], tmp_path)

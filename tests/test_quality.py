@@ -112,8 +112,10 @@ def test_best_checkpoint_is_dropped_when_the_data_has_no_labels(make_cfg, tmp_pa
 
 
 def test_ema_tracks_the_generator_and_is_what_sample_uses() -> None:
+    from dcgan.ema import EMA
+
     module = make_module()
-    module.hparams.ema_decay = 0.9
+    module.ema_rule = EMA(decay=0.9)
     module.generator_ema = __import__("copy").deepcopy(module.generator).requires_grad_(False)
     start = [p.clone() for p in module.generator.parameters()]
     datamodule, _ = one_batch_data()
@@ -127,9 +129,11 @@ def test_ema_tracks_the_generator_and_is_what_sample_uses() -> None:
 
 
 def test_bad_ema_decay_is_refused() -> None:
-    with pytest.raises(ValueError, match="ema_decay=1.5"):
-        from dcgan.module import DCGAN
+    from dcgan.module import DCGAN
 
+    with pytest.raises(ValueError, match=r"model.ema.decay=1.5: expected a decay in \(0, 1\)"):
+        DCGAN({}, {}, {}, ema={"_target_": "dcgan.ema.EMA", "decay": 1.5})
+    with pytest.raises(ValueError, match="model.ema.decay=1.5"):  # the key of checkpoints before model.ema
         DCGAN({}, {}, {}, ema_decay=1.5)
 
 
@@ -145,8 +149,9 @@ def test_slerp_starts_and_ends_at_the_endpoints() -> None:
 def tiny_ckpt(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("ckpt_run")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        ema = ["model/ema=average", "model.ema.decay=0.9"]
         cfg = compose("train", overrides=[f"paths.output_dir={run}", f"paths.cache_dir={run / 'cache'}", *TINY,
-                                          "trainer.max_steps=10", "model.ema_decay=0.9"])  # fmt: skip
+                                          "trainer.max_steps=10", *ema])  # fmt: skip
     with open_dict(cfg):
         cfg.pop("hydra", None)
     train(cfg)

@@ -197,7 +197,7 @@ def test_wgan_gp_experiment_sets_the_papers_recipe(make_cfg) -> None:
 def test_augment_policy_from_the_command_line(make_cfg) -> None:
     from hydra.utils import instantiate
 
-    model = instantiate(make_cfg(["model.augment=[translation,cutout]"]).model, _recursive_=False)
+    model = instantiate(make_cfg(["model.augment.policy=[translation,cutout]"]).model, _recursive_=False)
     assert model.augment.policy == ["translation", "cutout"]
 
 
@@ -246,3 +246,39 @@ def test_each_shipped_loss_is_a_config_option(make_cfg, name: str) -> None:
 
     model = instantiate(make_cfg([f"model/loss={name}"]).model, _recursive_=False)
     assert type(model.objective) is losses.LOSSES[name]
+
+
+class FlipAugment(nn.Module):
+    """A user's own augmentation: flips every image left-right (the same for real and fake)."""
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return x.flip(-1) if self.training else x
+
+
+class CopyEMA:
+    """A user's own average: follows G exactly (decay 0), counting its updates."""
+
+    def update(self, average: nn.Module, generator: nn.Module, g_steps: int) -> None:
+        average.load_state_dict(generator.state_dict())
+
+
+def test_augment_and_ema_classes_from_outside_the_package_plug_in(make_cfg, tmp_path) -> None:
+    plug = ["~model.augment", "+model.augment._target_=tests.test_variants.FlipAugment"]
+    plug += ["+model.ema._target_=tests.test_variants.CopyEMA"]
+    train(make_cfg([*TINY, *plug, "trainer.max_steps=8", "~callbacks.quality", "~callbacks.best"]))
+    model = DCGAN.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert isinstance(model.augment, FlipAugment) and isinstance(model.ema_rule, CopyEMA)
+    for avg, g in zip(model.generator_ema.parameters(), model.generator.parameters(), strict=True):
+        torch.testing.assert_close(avg, g)  # CopyEMA's rule was what the module applied
+
+
+def test_shipped_augment_and_ema_options(make_cfg) -> None:
+    from hydra.utils import instantiate
+
+    from dcgan.ema import EMA
+
+    model = instantiate(make_cfg(["model/augment=diffaugment", "model/ema=average"]).model, _recursive_=False)
+    assert model.augment.policy == ["color", "translation", "cutout"]
+    assert isinstance(model.ema_rule, EMA) and model.ema_rule.decay == 0.999 and model.generator_ema is not None
+    plain = instantiate(make_cfg([]).model, _recursive_=False)
+    assert plain.augment.policy == [] and plain.ema_rule is None and plain.generator_ema is None

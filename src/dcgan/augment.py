@@ -70,8 +70,8 @@ class DiffAugment(nn.Module):
         unknown = [p for p in self.policy if p not in POLICIES]
         if unknown:
             raise ValueError(
-                f"model.augment=[{','.join(self.policy)}]: unknown {unknown}. "
-                f"Expected a list of {', '.join(POLICIES)} (e.g. model.augment=[translation,cutout]), or null for none."
+                f"model.augment.policy=[{','.join(self.policy)}]: unknown {unknown}. Expected a list of "
+                f"{', '.join(POLICIES)} (e.g. model.augment.policy=[translation,cutout]), or null for none."
             )
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -35,6 +36,16 @@ def _mix(*values: int) -> int:
     return x >> 1
 
 
+def _build(node: Mapping[str, Any]) -> Any:
+    """instantiate(node), with a ValueError its class raised about a bad value passed on as that ValueError."""
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError):
+            raise err.__cause__ from None
+        raise
+
+
 def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
@@ -59,21 +70,22 @@ class DCGAN(L.LightningModule):
         n_critic: int = 1,
         num_fixed_samples: int = 64,
         seed: int = 0,
-        ema_decay: float | None = None,
+        ema: Mapping[str, Any] | None = None,
         channels_last: bool = False,
         compile: bool = False,
         loss: Mapping[str, Any] | str = "bce",
         gp_weight: float | None = None,
         r1_weight: float = 0.0,
         r1_interval: int = 16,
-        augment: str | list[str] | None = None,
+        augment: Mapping[str, Any] | str | list[str] | None = None,
         num_classes: int | None = None,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(n_critic, int) or n_critic < 1:
             raise ValueError(f"model.n_critic={n_critic}: expected an integer >= 1 (D steps per G step).")
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ValueError(f"model.ema_decay={ema_decay}: expected a value in (0, 1), e.g. 0.999, or null for off.")
+        if ema_decay is not None and ema is None:  # checkpoints written before model.ema was a node
+            ema = {"_target_": "dcgan.ema.EMA", "decay": ema_decay}
         if isinstance(loss, str):  # a shipped loss by name (checkpoints from before model/loss was a node)
             if loss not in LOSSES:
                 raise ValueError(f"model.loss={loss}: expected one of {', '.join(LOSSES)} (model/loss=<name>).")
@@ -88,13 +100,15 @@ class DCGAN(L.LightningModule):
                     f"a conditional DCGAN needs both nets conditional on the same classes (leave them at "
                     "${model.num_classes})."
                 )
-        if isinstance(augment, (list, tuple, ListConfig)):
+        if isinstance(augment, (list, tuple, ListConfig)):  # the short form: model.augment.policy=[translation,cutout]
             augment = ",".join(augment)
-        self.save_hyperparameters()
+        augment = _plain(augment) if isinstance(augment, Mapping) else augment
+        ema = _plain(ema) if isinstance(ema, Mapping) else ema
+        self.save_hyperparameters(ignore=["ema_decay"])
         self.automatic_optimization = False
         self.generator = instantiate(generator, _convert_="all")
         self.discriminator = instantiate(discriminator, _convert_="all")
-        self.objective = instantiate(loss, _convert_="all")
+        self.objective = _build(loss)
         missing = [m for m in ("d_loss", "g_loss") if not callable(getattr(self.objective, m, None))]
         if missing:
             raise ValueError(
@@ -109,9 +123,21 @@ class DCGAN(L.LightningModule):
                 "The gradient penalty is per image but D has BatchNorm, which mixes the images of a batch. "
                 "Use model.discriminator.norm=none (experiment=wgan_gp sets it)."
             )
-        self.augment = DiffAugment(augment)
+        # D's inputs pass through ``augment``: a node (model/augment=...) or a DiffAugment policy
+        self.augment = _build(augment) if isinstance(augment, Mapping) else DiffAugment(augment)
+        if not isinstance(self.augment, torch.nn.Module):
+            raise ValueError(
+                f"model.augment._target_={augment.get('_target_')}: expected a torch.nn.Module whose "
+                "forward(images, generator) returns the augmented images (like dcgan.augment.DiffAugment)."
+            )
         # Yazici et al. 2019: an exponential moving average of G's weights samples better than G itself.
-        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if ema_decay else None
+        self.ema_rule = _build(ema) if ema else None
+        if self.ema_rule is not None and not callable(getattr(self.ema_rule, "update", None)):
+            raise ValueError(
+                f"model.ema._target_={ema.get('_target_')}: it has no update method; expected "
+                "update(average, generator, g_steps) like dcgan.ema.EMA."
+            )
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if self.ema_rule else None
         seeded = torch.Generator().manual_seed(seed)
         if num_classes:  # one row per class, the same z down each column
             self.grid_nrow: int | None = max(1, num_fixed_samples // num_classes)
@@ -246,20 +272,9 @@ class DCGAN(L.LightningModule):
             real, fake = torch.sigmoid(real.float()), torch.sigmoid(fake.float())
         return {"d/real": real.detach().float().mean(), "d/fake": fake.detach().float().mean()}
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        """ema = d * ema + (1 - d) * G for weights; BatchNorm running statistics are copied.
-
-        d = min(ema_decay, (1 + n) / (10 + n)) after n G steps: a warm-up, so the average forgets the
-        random initial weights within a few hundred steps instead of ~1/(1 - ema_decay) (1,000 at 0.999),
-        which is most of a short CPU run. Measured on the default digits run: see docs/variants.md.
-        """
         updates = self.global_step // (self.hparams.n_critic + 1)  # G steps so far, this one included
-        decay = min(self.hparams.ema_decay, (1 + updates) / (10 + updates))
-        ema_params = list(self.generator_ema.parameters())
-        torch._foreach_lerp_(ema_params, [p.detach() for p in self.generator.parameters()], 1.0 - decay)
-        for ema_buf, buf in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            ema_buf.copy_(buf)
+        self.ema_rule.update(self.generator_ema, self.generator, updates)
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -92,11 +92,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "model.optim.betas": (_betas, "two values in [0, 1) (the paper: [0.5, 0.999])", "model.optim.betas=[0.5,0.999]"),
     "model.n_critic": (_int_at_least(1), "an integer >= 1 (D steps per G step)", "model.n_critic=1"),
     "model.num_fixed_samples": (_int_at_least(1), "an integer >= 1 (images in the grid)", "model.num_fixed_samples=64"),
-    "model.ema_decay": (
-        lambda v: v is None or (_is_number(v) and 0 < v < 1),
-        "null (off) or a decay in (0, 1)",
-        "model.ema_decay=0.999",
-    ),
+    "model.ema.decay": (lambda v: _is_number(v) and 0 < v < 1, "a decay in (0, 1)", "model.ema.decay=0.999"),
     "model.loss": (
         lambda v: (isinstance(v, str) and v in LOSSES) or (_is_mapping(v) and "_target_" in v),
         f"a loss node: model/loss={' | '.join(LOSSES)}, or model.loss._target_=<your GANLoss class>",
