@@ -59,9 +59,10 @@ def _loggers(group: DictConfig | None) -> list[Any]:
                 continue
             require(*need, what=f"logger.{key}")
         loggers.append(instantiate(node))
-    with open_dict(group or DictConfig({})):
-        for key in skipped:
-            del group[key]
+    if skipped:
+        with open_dict(group):
+            for key in skipped:
+                del group[key]
     return loggers
 
 
