@@ -106,3 +106,22 @@ class SlowSaves(L.Callback):
             return None
 
         torch.save = slow_save
+
+
+class LossTrace(L.Callback):
+    """Writes, per batch, every logged loss and D output (``loss/*``, ``d/*``) and, at the end, a checksum of G's and
+    D's weights to ``out`` (JSON): what tests/test_trajectories.py compares with values recorded earlier."""
+
+    def __init__(self, out: str) -> None:
+        self.out = Path(out)
+        self.steps: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        logged = trainer.callback_metrics
+        self.steps.append({k: float(v) for k, v in sorted(logged.items()) if k.startswith(("loss/", "d/"))})
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        nets = {"g": pl_module.generator, "d": pl_module.discriminator, "g_ema": pl_module.generator_ema}
+        sums = {k: float(sum(p.double().sum() for p in net.parameters())) for k, net in nets.items() if net is not None}
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps({"steps": self.steps, "weights": sums}, indent=1))
