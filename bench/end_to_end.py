@@ -44,8 +44,8 @@ from torchvision import transforms as T
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import NetConfig, plain_step
 
-from dcgan.configs import CONF_DIR
-from dcgan.training import train
+from dcgan.platform.configs import CONF_DIR
+from dcgan.tasks.train import train
 
 
 class WindowTimer(L.Callback):

@@ -10,7 +10,7 @@ For each net config (``--sizes``; default 32px gray and 64px RGB, ngf = ndf = 64
   ``on_after_batch_transfer``); z ~ N(0, 1); fake = G(z); a D step on real and fake.detach(); a G
   step with the non-saturating loss on D(fake), with D's parameters frozen (``requires_grad_(False)``,
   what Lightning's ``toggle_optimizer`` does);
-* (b) **lightning**: the real ``dcgan.module.DCGAN`` (built from the same ``_target_`` configs as
+* (b) **lightning**: the real ``dcgan.lightning.module.DCGAN`` (built from the same ``_target_`` configs as
   the tests) driven by ``L.Trainer(max_steps=...)`` as in a normal run: a TensorBoardLogger and the
   project's ``GANCheckpoint`` (``every_n_train_steps`` huge, ``save_last=True``) in a temporary
   folder, ``log_every_n_steps=10``, progress bar and model summary off, data served by an
@@ -93,10 +93,10 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from dcgan.callbacks import GANCheckpoint
+from dcgan.lightning.callbacks import GANCheckpoint
 from dcgan.data.base import InMemoryDataModule
-from dcgan.losses import d_loss_bce, g_loss_nonsaturating
-from dcgan.module import DCGAN
+from dcgan.objective.losses import d_loss_bce, g_loss_nonsaturating
+from dcgan.lightning.module import DCGAN
 from dcgan.nets import Discriminator, Generator
 
 SWITCHES = ("channels_last", "bf16", "compile", "fused", "cudnn_benchmark")

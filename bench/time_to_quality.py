@@ -77,7 +77,7 @@ class Snapshots(L.Callback):
 def plain_run(data_dir: Path, budgets: list[float], out: Path, name: str, seed: int, batch_size: int) -> None:
     """The paper's loop, fp32, as a user would write it; saves G and its EMA (0.999, warm-up) at each budget."""
     from dcgan.data.mnist import MNISTDataModule
-    from dcgan.losses import d_loss_bce, g_loss_nonsaturating
+    from dcgan.objective.losses import d_loss_bce, g_loss_nonsaturating
     from dcgan.nets import Discriminator, Generator
 
     L.seed_everything(seed, verbose=False)

@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from dcgan.cli import CONF_DIR
+from dcgan.platform.configs import CONF_DIR
 from dcgan.data import InMemoryDataModule
 from tests.formats import write_idx_images, write_idx_labels
 

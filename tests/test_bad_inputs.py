@@ -14,8 +14,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from dcgan.cli import CONF_DIR, train
-from dcgan.validation import ConfigError, check_train_config
+from dcgan.platform.configs import CONF_DIR
+from dcgan.tasks.train import train
+from dcgan.platform.validation import ConfigError, check_train_config
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from PIL import Image
 
-from dcgan.cli import CONF_DIR, generate, load_model, train
+from dcgan.platform.configs import CONF_DIR
+from dcgan.tasks.generate import generate, load_model
+from dcgan.tasks.train import train
 from dcgan.nets import Discriminator, Generator
 from tests.conftest import TINY
 

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from dcgan.cli import train
+from dcgan.tasks.train import train
 from dcgan.data import CelebADataModule, CIFAR10DataModule, DataError, ImageFolderDataModule, MNISTDataModule
 from dcgan.data.mnist import FashionMNISTDataModule
 from tests.conftest import TINY

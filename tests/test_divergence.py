@@ -11,7 +11,7 @@ import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
 
-from dcgan.cli import train
+from dcgan.tasks.train import train
 from dcgan.errors import DivergenceError
 from tests.conftest import TINY, train_py
 from tests.test_sweeps import job_dirs
@@ -61,7 +61,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 
 
 def test_the_guard_checks_every_n_batches(make_cfg, monkeypatch) -> None:
-    from dcgan.callbacks import DivergenceGuard
+    from dcgan.lightning.callbacks import DivergenceGuard
 
     reads: list[int] = []
     original = DivergenceGuard.check

@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 
-from dcgan.cli import train
+from dcgan.tasks.train import train
 from tests.conftest import TINY, train_py
 
 pytestmark = pytest.mark.gpu

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dcgan.cli import train
+from dcgan.tasks.train import train
 from tests.conftest import TINY
 
 RUN = [*TINY, "trainer.max_steps=8", "trainer.log_every_n_steps=1", "callbacks.samples.every_n_steps=4"]
@@ -98,8 +98,8 @@ def test_many_skips_a_logger_whose_extra_is_missing_and_drops_it_from_the_config
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from dcgan import training
-    from dcgan.configs import CONF_DIR
+    from dcgan.tasks import train as training
+    from dcgan.platform.configs import CONF_DIR
 
     monkeypatch.setattr(training, "installed", lambda module: module != "wandb")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path / 'mlruns'}")

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcgan.checkpoint_io import PARTIAL_SUFFIX, AtomicCheckpointIO
-from dcgan.cli import train
-from dcgan.requeue import RequeueOnSignal, lightning_cluster_plugins
+from dcgan.lightning.checkpoint_io import PARTIAL_SUFFIX, AtomicCheckpointIO
+from dcgan.tasks.train import train
+from dcgan.lightning.requeue import RequeueOnSignal, lightning_cluster_plugins
 from hydra_plugins.dcgan_launcher.requeue import resume_from_last
 from tests.conftest import ROOT, TINY, train_py
 from tests.test_resume import RUN, load

@@ -14,9 +14,9 @@ import torch.multiprocessing as mp
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from dcgan.cli import CONF_DIR
+from dcgan.platform.configs import CONF_DIR
 from dcgan.data import DataError, DigitsDataModule, MNISTDataModule
-from dcgan.evaluation import evaluate, load_images
+from dcgan.tasks.evaluate import evaluate, load_images
 from dcgan.metrics import maths
 from dcgan.metrics.build import Extractors, build_suite
 from dcgan.metrics.callback import QualityMetrics
@@ -387,7 +387,7 @@ def test_evaluate_a_run_dir_scores_every_checkpoint_with_a_table_and_plot(
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from omegaconf import open_dict
 
-    from dcgan.cli import train
+    from dcgan.tasks.train import train
     from tests.conftest import TINY
 
     run = tmp_path_factory.mktemp("run")

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from dcgan.cli import train
+from dcgan.tasks.train import train
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dcgan import cli, extras
+from dcgan.platform import cli, extras
 from tests.conftest import ROOT, TINY
 
 USER_CONFIGS = {

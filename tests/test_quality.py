@@ -11,8 +11,11 @@ from omegaconf import open_dict
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dcgan import sampling
-from dcgan.cli import CONF_DIR, evaluate, generate, train
+from dcgan.analysis import sampling
+from dcgan.platform.configs import CONF_DIR
+from dcgan.tasks.evaluate import evaluate
+from dcgan.tasks.generate import generate
+from dcgan.tasks.train import train
 from dcgan.data import DigitsDataModule, ImageFolderDataModule, to_unit_range
 from dcgan.metrics import QualitySuite, cached_classifier, class_coverage, train_classifier
 from dcgan.metrics.callback import QualityMetrics
@@ -112,7 +115,7 @@ def test_best_checkpoint_is_dropped_when_the_data_has_no_labels(make_cfg, tmp_pa
 
 
 def test_ema_tracks_the_generator_and_is_what_sample_uses() -> None:
-    from dcgan.ema import EMA
+    from dcgan.objective.ema import EMA
 
     module = make_module()
     module.ema_rule = EMA(decay=0.9)
@@ -129,10 +132,10 @@ def test_ema_tracks_the_generator_and_is_what_sample_uses() -> None:
 
 
 def test_bad_ema_decay_is_refused() -> None:
-    from dcgan.module import DCGAN
+    from dcgan.lightning.module import DCGAN
 
     with pytest.raises(ValueError, match=r"model.ema.decay=1.5: expected a decay in \(0, 1\)"):
-        DCGAN({}, {}, {}, ema={"_target_": "dcgan.ema.EMA", "decay": 1.5})
+        DCGAN({}, {}, {}, ema={"_target_": "dcgan.objective.ema.EMA", "decay": 1.5})
     with pytest.raises(ValueError, match="model.ema.decay=1.5"):  # the key of checkpoints before model.ema
         DCGAN({}, {}, {}, ema_decay=1.5)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dcgan.cli import train
+from dcgan.tasks.train import train
 from tests.conftest import TINY
 
 # 256-image batches of the 1,797 digits: 7 batches an epoch, so 10 batches (20 global steps) stop

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from dcgan.cli import CONF_DIR
-from dcgan.slots import hold_slot, plan_slots
+from dcgan.platform.configs import CONF_DIR
+from dcgan.platform.slots import hold_slot, plan_slots
 from hydra_plugins.dcgan_launcher.gpus import GpuLauncher
 from tests.conftest import train_py
 

@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 
-from dcgan.module import DCGAN
+from dcgan.lightning.module import DCGAN
 from tests.conftest import TensorDataModule
 
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from dcgan import losses
-from dcgan.augment import DiffAugment, cutout, translation
-from dcgan.cli import CONF_DIR, train
-from dcgan.module import DCGAN
+from dcgan.objective import losses
+from dcgan.objective.augment import DiffAugment, cutout, translation
+from dcgan.platform.configs import CONF_DIR
+from dcgan.tasks.train import train
+from dcgan.lightning.module import DCGAN
 from dcgan.nets import Discriminator
 from tests.conftest import TINY, TensorDataModule
 
@@ -189,7 +190,7 @@ def test_bad_variant_settings_are_refused() -> None:
 
 def test_wgan_gp_experiment_sets_the_papers_recipe(make_cfg) -> None:
     m = make_cfg(["experiment=wgan_gp"]).model
-    assert (m.loss._target_, m.gp_weight, m.n_critic) == ("dcgan.losses.Wasserstein", 10.0, 5)
+    assert (m.loss._target_, m.gp_weight, m.n_critic) == ("dcgan.objective.losses.Wasserstein", 10.0, 5)
     assert m.discriminator.norm == "none"
     assert (m.optim.lr, list(m.optim.betas)) == (1e-4, [0.0, 0.9])
 
@@ -275,7 +276,7 @@ def test_augment_and_ema_classes_from_outside_the_package_plug_in(make_cfg, tmp_
 def test_shipped_augment_and_ema_options(make_cfg) -> None:
     from hydra.utils import instantiate
 
-    from dcgan.ema import EMA
+    from dcgan.objective.ema import EMA
 
     model = instantiate(make_cfg(["model/augment=diffaugment", "model/ema=average"]).model, _recursive_=False)
     assert model.augment.policy == ["color", "translation", "cutout"]

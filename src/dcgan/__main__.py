@@ -8,7 +8,7 @@ USAGE = "usage: python -m dcgan {train,generate,evaluate} [key=value ...]   (see
 
 
 def main() -> None:
-    from dcgan import cli
+    from dcgan.platform import cli
 
     tasks = {"train": cli.main, "generate": cli.generate_main, "evaluate": cli.evaluate_main}
     if len(sys.argv) < 2 or sys.argv[1] not in tasks:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dcgan.data.loader import ResumableBatches, ShardedPermutation, TensorBatchLoader
-from dcgan.errors import UserError
+from dcgan.errors import ArgumentError, UserError, check_int, is_int
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ class InMemoryDataModule(L.LightningDataModule):
         self, image_size: int, channels: int, batch_size: int = 128, seed: int = 0, cache_dir: str | None = None
     ) -> None:
         super().__init__()
+        check_int("batch_size", batch_size, 1, "images per device and step", 128)
+        if not is_int(image_size) or image_size < 16 or image_size & (image_size - 1):
+            raise ArgumentError("image_size", image_size, "a power of two >= 16 (16, 32, 64, ...)", 64)
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ArgumentError("channels", channels, "1 (gray) or 3 (RGB)", 3)
         # downloads and cache builds run once, on global rank zero; other nodes read the same data_dir/cache_dir
         # or, on node-local disks, decode in setup
         self.prepare_data_per_node = False

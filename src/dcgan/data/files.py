@@ -14,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from dcgan.data.base import DataError, InMemoryDataModule, file_fingerprint
+from dcgan.errors import check_int
 from dcgan.data.loader import ResumableBatches, ShardedPermutation, WorkerBatchLoader
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -94,6 +95,7 @@ class ImageFilesDataModule(InMemoryDataModule):
         super().__init__(image_size, channels, batch_size, seed, cache_dir)
         if cache and not cache_dir:
             raise DataError(f"{self.name}: data.cache=true needs data.cache_dir (or paths.cache_dir) to be set.")
+        check_int("num_workers", num_workers, 0, "DataLoader worker processes", 4)
         self.cache, self.num_workers, self.crop = cache, num_workers, crop
         self._files: list[Path] | None = None
         self.dataset: ImageFiles | None = None

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from dcgan.data.base import DataError
+from dcgan.errors import ArgumentError, check_int
 from dcgan.metrics.build import Extractors, build_suite, check_data
 from dcgan.metrics.extractors import inception_weights, missing_inception_message
 from dcgan.metrics.protocols import Protocol, protocols_for
@@ -61,13 +62,10 @@ class QualityMetrics(L.Callback):
             if isinstance(value, bool):  # YAML reads a bare off/on as a boolean
                 modes[key] = value = "on" if value else "off"
             if value not in MODES:
-                raise ValueError(f"callbacks.quality.{key}={value!r}: expected one of {MODES}.")
-        if every_n_epochs < 1 or min_batches < 0 or num_samples < 2:
-            raise ValueError(
-                f"callbacks.quality: every_n_epochs={every_n_epochs}, min_batches={min_batches} and "
-                f"num_samples={num_samples} must be >= 1, >= 0 and >= 2; remove the callback (~callbacks.quality) "
-                "to turn metrics off."
-            )
+                raise ArgumentError(key, repr(value), f"one of {', '.join(MODES)}", "auto")
+        check_int("every_n_epochs", every_n_epochs, 1, "epochs between scores; ~callbacks.quality turns it off", 1)
+        check_int("min_batches", min_batches, 0, "training batches between two scores", 100)
+        check_int("num_samples", num_samples, 2, "generated images per score", 1000)
         self.every_n_epochs, self.min_batches = every_n_epochs, min_batches
         self.num_samples, self.reference = num_samples, reference
         self.modes = modes

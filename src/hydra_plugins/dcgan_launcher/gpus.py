@@ -1,7 +1,7 @@
 """``hydra/launcher=gpus``: the jobs of a ``-m`` sweep side by side, each on its own GPU(s) or CPU cores.
 
 Jobs run in joblib's loky worker processes (as hydra-joblib-launcher does); each job first takes a free
-slot from ``dcgan.slots`` and is then composed with that slot's device overrides, so its saved
+slot from ``dcgan.platform.slots`` and is then composed with that slot's device overrides, so its saved
 ``overrides.yaml`` and its log say where it ran.
 """
 
@@ -20,11 +20,11 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from dcgan.slots import SlotPlan, hold_slot, plan_slots
+from dcgan.platform.slots import SlotPlan, hold_slot, plan_slots
 
 log = logging.getLogger(__name__)
 
-SLOT_ENV = "DCGAN_LAUNCH_SLOT"  # read by dcgan.training.train to log the job's devices
+SLOT_ENV = "DCGAN_LAUNCH_SLOT"  # read by dcgan.tasks.train.train to log the job's devices
 
 
 def _run_in_slot(

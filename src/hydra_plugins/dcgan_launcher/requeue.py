@@ -3,7 +3,7 @@
 Each job runs with ``ckpt_path=last`` unless the command line names a checkpoint: a fresh job finds none
 and starts from scratch; a job that SLURM requeued (after a time-out or a preemption) or a sweep re-issued
 with the same ``hydra.sweep.dir`` finds its own ``<job dir>/checkpoints/last.ckpt`` and continues. When
-submitit's signal arrives, ``dcgan.requeue.RequeueOnSignal`` writes that checkpoint at a batch boundary and
+submitit's signal arrives, ``dcgan.lightning.requeue.RequeueOnSignal`` writes that checkpoint at a batch boundary and
 then calls submitit's handler, which calls :meth:`checkpoint` here: the job is resubmitted with
 ``ckpt_path=last`` (replacing a checkpoint the first run started from) and requeued.
 """
@@ -17,7 +17,7 @@ from typing import Any
 try:
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 except ImportError:  # no [slurm] extra: Hydra scans this module at every start, so it must import quietly
-    LocalLauncher = SlurmLauncher = None  # hydra/launcher=slurm then stops in one line (dcgan.extras)
+    LocalLauncher = SlurmLauncher = None  # hydra/launcher=slurm then stops in one line (dcgan.platform.extras)
 
 REQUEUE_ENV = "DCGAN_REQUEUE"  # set in the job's process: callbacks.requeue (signal=auto) acts only in such jobs
 

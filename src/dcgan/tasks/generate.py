@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from dcgan import sampling
-from dcgan.module import DCGAN
+from dcgan.analysis import sampling
+from dcgan.lightning.module import DCGAN
 
 log = logging.getLogger("dcgan")
 

@@ -21,7 +21,7 @@ from dcgan.metrics.extractors import inception_weights
 from dcgan.metrics.protocols import Protocol
 from dcgan.metrics.reference import ReferenceStats, load_stats, save_stats
 from dcgan.metrics.suite import QualitySuite, Settings
-from dcgan.probe import linear_probe
+from dcgan.analysis.probe import linear_probe
 
 log = logging.getLogger("dcgan")
 
@@ -117,7 +117,7 @@ def _checkpoints(path: Path) -> list[Path]:
 def evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
     """Score what ``conf/evaluate.yaml`` names; prints a table and, into ``out`` (Hydra's run dir by default),
     writes ``evaluation.json`` and, for a run's checkpoints, ``quality_vs_step.png``."""
-    from dcgan.generation import load_model
+    from dcgan.tasks.generate import load_model
 
     if (cfg.get("ckpt_path") is None) == (cfg.get("images") is None):
         raise DataError("evaluate.py needs exactly one of ckpt_path=<.ckpt or run dir> and images=<folder or .npz>.")

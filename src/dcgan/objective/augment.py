@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcgan.errors import ArgumentError
+
 POLICIES = ("color", "translation", "cutout")
 
 
@@ -69,9 +71,9 @@ class DiffAugment(nn.Module):
         self.policy = list(policy or [])
         unknown = [p for p in self.policy if p not in POLICIES]
         if unknown:
-            raise ValueError(
-                f"model.augment.policy=[{','.join(self.policy)}]: unknown {unknown}. Expected a list of "
-                f"{', '.join(POLICIES)} (e.g. model.augment.policy=[translation,cutout]), or null for none."
+            raise ArgumentError(
+                "policy", f"[{','.join(self.policy)}]", f"a list of {', '.join(POLICIES)} (unknown: {unknown}), or null "
+                "for none", "[translation,cutout]"
             )
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The Hydra entry points, kept thin: ``dcgan-train``, ``dcgan-generate``, ``dcgan-evaluate`` (and ``python -m dcgan``).
 
 Each composes its config and calls a task function that takes the config and returns a result:
-``dcgan.training.train``, ``dcgan.generation.generate``, ``dcgan.evaluation.evaluate``. Here: what the command
+``dcgan.tasks.train.train``, ``dcgan.tasks.generate.generate``, ``dcgan.tasks.evaluate.evaluate``. Here: what the command
 line needs around them (a missing extra named, the user's config dir, one-line errors and exit codes).
 """
 
@@ -21,14 +21,13 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from dcgan.configs import CONF_DIR, CONFIG_DIR_ENV
+from dcgan.platform.configs import CONF_DIR, CONFIG_DIR_ENV
 from dcgan.errors import UserError
-from dcgan.evaluation import evaluate
-from dcgan.extras import MissingExtra, check_command_line
-from dcgan.generation import generate, load_model
-from dcgan.training import resume_command, train
-
-__all__ = ["CONF_DIR", "evaluate", "evaluate_main", "generate", "generate_main", "load_model", "main", "train"]
+from dcgan.tasks.evaluate import evaluate
+from dcgan.platform.extras import MissingExtra, check_command_line
+from dcgan.platform.validation import check_run_dirs
+from dcgan.tasks.generate import generate
+from dcgan.tasks.train import resume_command, train
 
 log = logging.getLogger("dcgan")
 
@@ -60,9 +59,10 @@ def _exit_with(err: BaseException) -> None:
 
 
 def _before_hydra(entry: Any) -> Any:
-    """Wrap a Hydra entry point: name a missing optional extra in one line, and add ``$DCGAN_CONFIG_DIR``.
+    """Wrap a Hydra entry point: name a missing optional extra or an uncreatable run dir in one line, and add
+    ``$DCGAN_CONFIG_DIR``.
 
-    Both act on the command line, because Hydra resolves config groups (and fails on a missing plugin) before
+    All act on the command line, because Hydra resolves config groups (and fails on a missing plugin) before
     any of this project's code runs.
     """
 
@@ -72,6 +72,9 @@ def _before_hydra(entry: Any) -> Any:
             check_command_line(sys.argv[1:])
         except MissingExtra as err:
             print(f"Error: {err}", file=sys.stderr)
+            sys.exit(2)
+        if problem := check_run_dirs(sys.argv[1:]):
+            print(f"Error: {problem}", file=sys.stderr)
             sys.exit(2)
         user_dir = os.environ.get(CONFIG_DIR_ENV)
         if user_dir and not any(a.startswith(("--config-dir", "-cd")) for a in sys.argv[1:]):
@@ -120,5 +123,5 @@ def evaluate_main(cfg: DictConfig) -> None:
         _exit_with(err)
 
 
-if __name__ == "__main__":  # python -m dcgan.cli: how dcgan.distributed starts the other DDP ranks of a job
+if __name__ == "__main__":  # python -m dcgan.platform.cli: how dcgan.platform.distributed starts the other DDP ranks of a job
     main()

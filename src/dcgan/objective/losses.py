@@ -1,15 +1,14 @@
-"""GAN losses on discriminator outputs (logits or critic scores), and the gradient penalties.
+"""GAN losses on discriminator outputs (logits or critic scores).
 
 A loss is an object with the :class:`GANLoss` interface; ``model/loss=<name>`` selects a shipped one
 (``conf/model/loss/``) and ``model.loss._target_=my_lab.losses.MyLoss`` plugs in any importable class
-that has it. ``LOSSES`` maps the shipped names to their classes.
+that has it. Penalties on D's gradients are separate parts: ``dcgan.objective.penalties``.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def d_loss_bce(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -58,13 +57,11 @@ class GANLoss:
     """The interface of ``model.loss``: D's loss on its outputs for a real and a fake batch, G's on a fake one.
 
     The outputs are D's raw ones, shape (N,) (or (N, 1)); a subclass sets ``logits = True`` where they are
-    logits (TensorBoard's ``d/real`` and ``d/fake`` then show sigmoid probabilities) and ``gp_weight`` to the
-    gradient-penalty weight the loss comes with (used when ``model.gp_weight`` is null). Keep constructor
+    logits (TensorBoard's ``d/real`` and ``d/fake`` then show sigmoid probabilities). Keep constructor
     arguments plain (numbers, strings): they are saved in the checkpoint, which rebuilds the loss from them.
     """
 
     logits: bool = False
-    gp_weight: float = 0.0
 
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -106,31 +103,11 @@ class LSGAN(GANLoss):
 
 
 class Wasserstein(GANLoss):
-    """Arjovsky et al. 2017's critic loss, with Gulrajani et al. 2017's gradient penalty weight 10."""
-
-    gp_weight = 10.0
+    """Arjovsky et al. 2017's critic loss. It needs a Lipschitz D: add ``model/penalty=[gp]`` (Gulrajani et al.
+    2017; ``experiment=wgan_gp``) or spectral norm."""
 
     def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return d_loss_wasserstein(real, fake)
 
     def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
         return g_loss_wasserstein(fake)
-
-
-LOSSES: dict[str, type[GANLoss]] = {"bce": BCE, "hinge": Hinge, "lsgan": LSGAN, "wgan_gp": Wasserstein}
-
-
-def gradient_penalty(
-    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Gulrajani et al. 2017: E[(||grad_x D(x_hat)||_2 - 1)^2], x_hat = e x + (1 - e) G(z), e ~ U[0, 1] per image."""
-    eps = torch.rand(real.size(0), 1, 1, 1, device=real.device, generator=generator, dtype=real.dtype)
-    mixed = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
-    return (grad.flatten(1).float().norm(dim=1) - 1.0).pow(2).mean()
-
-
-def r1_penalty(real_scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Mescheder et al. 2018: E[||grad_x D(x)||^2] on real images (``real`` must require grad)."""
-    (grad,) = torch.autograd.grad(real_scores.sum(), real, create_graph=True)
-    return grad.flatten(1).float().pow(2).sum(dim=1).mean()

@@ -25,21 +25,24 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, open_dict
 
-from dcgan.checkpoint_io import AtomicCheckpointIO
-from dcgan.distributed import RANK_CONFIG, describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
-from dcgan.extras import NEEDS, installed, require
+from dcgan.lightning.checkpoint_io import AtomicCheckpointIO
+from dcgan.platform.distributed import RANK_CONFIG, describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
+from dcgan.platform.extras import NEEDS, installed, require
 from dcgan.metrics.callback import QualityMetrics
-from dcgan.requeue import lightning_cluster_plugins, requeueing_job
-from dcgan.validation import check_train_config, user_errors
+from dcgan.lightning.requeue import lightning_cluster_plugins, requeueing_job
+from dcgan.platform.validation import check_train_config, user_errors
 
 log = logging.getLogger("dcgan")
 
 
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` node of a group such as ``callbacks`` or ``logger``."""
-    if not group:
-        return []
-    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+def _callbacks(group: DictConfig | None) -> list[Any]:
+    """Every ``_target_`` node of the ``callbacks`` group, a bad argument named by its key (``callbacks.samples``)."""
+    built = []
+    for key, node in (group or {}).items():
+        if node is not None and "_target_" in node:
+            with user_errors(f"callbacks.{key}"):
+                built.append(instantiate(node))
+    return built
 
 
 def _loggers(group: DictConfig | None) -> list[Any]:
@@ -162,7 +165,7 @@ def _time_budget(trainer_cfg: DictConfig) -> DictConfig:
 
 def _plugins(trainer_cfg: DictConfig) -> list[Any]:
     """The trainer's plugins: the config's own, crash-safe checkpoint files, and under submitit on SLURM a
-    cluster environment whose requeue is off (``dcgan.requeue`` requeues through submitit instead)."""
+    cluster environment whose requeue is off (``dcgan.lightning.requeue`` requeues through submitit instead)."""
     plugins = [instantiate(p) for p in trainer_cfg.get("plugins") or []]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())
@@ -198,10 +201,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     with job_scope():
         check_train_config(cfg)
         L.seed_everything(cfg.seed, workers=True)
-        with user_errors():
+        with user_errors("data"):
             datamodule = instantiate(cfg.data)
+        with user_errors("model"):
             model = instantiate(cfg.model, _recursive_=False)
-            callbacks = _drop_unmonitorable(_instantiate_all(cfg.get("callbacks")), datamodule, model.conditional)
+        callbacks = _callbacks(cfg.get("callbacks"))
+        with user_errors():
+            callbacks = _drop_unmonitorable(callbacks, datamodule, model.conditional)
             if not cfg.trainer.get("enable_progress_bar", True):  # the bar is off: so is its callback
                 callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
             trainer_cfg = _time_budget(cfg.trainer)

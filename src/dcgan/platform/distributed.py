@@ -2,7 +2,7 @@
 
 Lightning's ``ddp`` strategy starts ranks 1..N-1 by running the command line again. Under Hydra that
 command is the whole ``-m`` sweep (each rank would start every job of it), or a run whose timestamped
-output dir differs from rank zero's. Here every other rank instead runs ``python -m dcgan.cli`` on this
+output dir differs from rank zero's. Here every other rank instead runs ``python -m dcgan.platform.cli`` on this
 job's config, saved fully resolved next to the job's own ``.hydra/config.yaml``: the same values, the
 same output dir, in any launcher (basic, joblib workers, submitit) and without Hydra (a notebook).
 """
@@ -33,7 +33,7 @@ def rank_command(config_file: Path, local_rank: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "dcgan.cli",
+        "dcgan.platform.cli",
         f"--config-path={config_file.parent}",
         f"--config-name={config_file.stem}",
         f'hydra.run.dir="{run_dir}"',  # the rank's log file (train_rank<N>.log) sits in the job's dir

@@ -1,4 +1,5 @@
-"""Speed-switch defaults chosen per accelerator from what the hardware does natively (see bench/)."""
+"""The config resolvers: the precision default chosen from what the hardware does natively (bench/), and
+metric protocol names (``val/cfid1k_test``)."""
 
 from __future__ import annotations
 

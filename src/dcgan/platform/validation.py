@@ -20,8 +20,7 @@ from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dcgan.errors import UserError
-from dcgan.losses import LOSSES
+from dcgan.errors import ArgumentError, UserError
 
 
 class ConfigError(UserError, ValueError):
@@ -46,66 +45,32 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _is_mapping(v: Any) -> bool:
-    return isinstance(v, (dict, DictConfig))
-
-
 def _int_at_least(low: int) -> Callable[[Any], bool]:
     return lambda v: _is_int(v) and v >= low
-
-
-def _positive(v: Any) -> bool:
-    return _is_number(v) and v > 0
 
 
 def _limit(v: Any) -> bool:
     return _is_int(v) and (v == -1 or v >= 1)
 
 
-def _betas(v: Any) -> bool:
-    return isinstance(v, (list, tuple, ListConfig)) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v)
-
-
-def _power_of_two(v: Any) -> bool:
-    return _is_int(v) and v >= 16 and not v & (v - 1)
-
-
 def _max_time(v: Any) -> bool:
     return v is None or (isinstance(v, str) and bool(_MAX_TIME.match(v.strip()))) or isinstance(v, (dict, DictConfig))
 
 
+def _devices(v: Any) -> bool:
+    if isinstance(v, str):
+        return v == "auto" or v.isdigit() or bool(re.fullmatch(r"\d+(,\d+)*,?", v))
+    if isinstance(v, (list, tuple, ListConfig)):
+        return len(v) > 0 and all(_is_int(d) and d >= 0 for d in v)
+    return _is_int(v) and (v == -1 or v >= 1)
+
+
+# The keys no constructor of ours checks before training: the run's seed (used by data, model and callbacks alike)
+# and the Trainer's, which Lightning checks late (during fit) or not at all. Every other value is checked by the
+# class it configures (its ArgumentError names the argument; user_errors() puts the config path in front).
 # key -> (valid?, what is expected, a fix); a key absent from the config is not checked
 CHECKS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "seed": (_is_int, "an integer", "seed=42"),
-    "data.batch_size": (_int_at_least(1), "an integer >= 1 (images per device and step)", "data.batch_size=128"),
-    "data.image_size": (_power_of_two, "a power of two >= 16 (16, 32, 64, ...)", "data.image_size=64"),
-    "data.channels": (lambda v: v in (1, 3), "1 (gray) or 3 (RGB)", "data.channels=3"),
-    "data.num_workers": (_int_at_least(0), "an integer >= 0 (DataLoader worker processes)", "data.num_workers=4"),
-    "model.generator.nz": (_int_at_least(1), "an integer >= 1 (the size of z)", "model.generator.nz=100"),
-    "model.generator.ngf": (_int_at_least(1), "an integer >= 1 (G's base filters)", "model.generator.ngf=64"),
-    "model.discriminator.ndf": (_int_at_least(1), "an integer >= 1 (D's base filters)", "model.discriminator.ndf=64"),
-    "model.optim.lr": (
-        _positive,
-        "a learning rate > 0 (the paper: 2e-4)",
-        "model.optim.lr=2e-4",
-    ),
-    "model.optim.betas": (_betas, "two values in [0, 1) (the paper: [0.5, 0.999])", "model.optim.betas=[0.5,0.999]"),
-    "model.n_critic": (_int_at_least(1), "an integer >= 1 (D steps per G step)", "model.n_critic=1"),
-    "model.num_fixed_samples": (_int_at_least(1), "an integer >= 1 (images in the grid)", "model.num_fixed_samples=64"),
-    "model.ema.decay": (lambda v: _is_number(v) and 0 < v < 1, "a decay in (0, 1)", "model.ema.decay=0.999"),
-    "model.loss": (
-        lambda v: (isinstance(v, str) and v in LOSSES) or (_is_mapping(v) and "_target_" in v),
-        f"a loss node: model/loss={' | '.join(LOSSES)}, or model.loss._target_=<your GANLoss class>",
-        "model/loss=bce",
-    ),
-    "model.gp_weight": (lambda v: v is None or (_is_number(v) and v >= 0), "null or >= 0", "model.gp_weight=10"),
-    "model.r1_weight": (lambda v: _is_number(v) and v >= 0, "a weight >= 0 (0: off)", "model.r1_weight=1"),
-    "model.r1_interval": (_int_at_least(1), "an integer >= 1 (D steps between R1 terms)", "model.r1_interval=16"),
-    "model.num_classes": (
-        lambda v: v is None or (_is_int(v) and v >= 2),
-        "null (unconditional) or the number of classes >= 2",
-        "model.num_classes=10",
-    ),
     "trainer.max_epochs": (
         lambda v: v is None or _limit(v),
         "an integer >= 1, or -1 for no limit",
@@ -123,21 +88,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
         f"one of {', '.join(sorted(_PRECISIONS))}",
         "trainer.precision=32-true",
     ),
-    "callbacks.checkpoint.every_n_train_steps": (
-        lambda v: v is None or _int_at_least(0)(v),
-        "an integer >= 0 (global steps; 0: only last.ckpt)",
-        "callbacks.checkpoint.every_n_train_steps=2000",
-    ),
-    "callbacks.samples.every_n_steps": (
-        _int_at_least(0),
-        "an integer >= 0 (global steps; 0: only at epoch ends)",
-        "callbacks.samples.every_n_steps=200",
-    ),
-    "callbacks.quality.num_samples": (
-        _int_at_least(2),
-        "an integer >= 2 (generated images per score)",
-        "callbacks.quality.num_samples=1000",
-    ),
+    "trainer.devices": (_devices, "auto, a count >= 1 (-1: all), or a list of device indices", "trainer.devices=1"),
 }
 
 
@@ -217,19 +168,25 @@ def check_train_config(cfg: DictConfig) -> None:
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(prefix: str = "") -> Iterator[None]:
     """Turn the errors torch, Hydra's instantiate and Lightning raise for a config mistake into a ConfigError.
 
+    ``prefix`` is the config path of what is built (``model``, ``callbacks.quality``): a constructor's
+    ``ArgumentError`` names its argument, and this is the one place that puts the key in front of it.
     Wraps only the building of data, model, callbacks and trainer: an error inside training keeps its traceback.
     """
     try:
         yield
+    except ArgumentError as err:
+        raise ConfigError(str(err.at(prefix))) from None
     except UserError:
         raise
     except (InstantiationException, ValueError, TypeError, MisconfigurationException) as err:
         root: BaseException = err
         while isinstance(root, InstantiationException) and root.__cause__ is not None:
             root = root.__cause__
+        if isinstance(root, ArgumentError):
+            raise ConfigError(str(root.at(prefix))) from None
         if isinstance(root, UserError):
             raise root from None
         if isinstance(err, TypeError) and root is err:
@@ -237,3 +194,15 @@ def user_errors() -> Iterator[None]:
         target = re.search(r"target '([^']+)'", str(err))
         where = f" (building {target.group(1)})" if target else ""
         raise ConfigError(f"{type(root).__name__}{where}: {root}") from None
+
+
+def check_run_dirs(argv: list[str]) -> str | None:
+    """One line for a ``hydra.run.dir=`` or ``hydra.sweep.dir=`` on the command line that cannot be created (or
+    written); None when they can. Hydra itself would end in a traceback while it creates the dir."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
+            found = _output_dir_problems(value)
+            if found:
+                return found[0].replace("paths.output_dir=", f"{key.lstrip('+~')}=", 1)
+    return None

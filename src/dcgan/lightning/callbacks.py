@@ -16,11 +16,45 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
-from dcgan.errors import DivergenceError
-from dcgan.sampling import save_gif
+from dcgan.errors import DivergenceError, check_int
+from dcgan.analysis.sampling import save_gif
 
 
-class SampleGrid(L.Callback):
+class CrossesSteps:
+    """For callbacks that act every ``n`` global steps: a batch moves ``global_step`` by 1 or 2 (D and G steps), so
+    it can step over a multiple of ``n``; this tells when a batch crossed one."""
+
+    _step_at_batch_start = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def crossed(self, trainer: L.Trainer, n: int) -> bool:
+        return n > 0 and trainer.global_step // n > self._step_at_batch_start // n
+
+
+class EveryNBatches(L.Callback):
+    """Calls :meth:`poll` every ``every_n_batches`` training batches of the run (counted across epochs, so all DDP
+    ranks poll at the same batches, where collective checks can agree)."""
+
+    def __init__(self, every_n_batches: int = 10) -> None:
+        check_int("every_n_batches", every_n_batches, 1, "training batches between two checks", 10)
+        self.every_n_batches = every_n_batches
+        self._batches = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._batches = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._batches += 1
+        if self._batches % self.every_n_batches == 0:
+            self.poll(trainer, pl_module)
+
+    def poll(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        raise NotImplementedError
+
+
+class SampleGrid(CrossesSteps, L.Callback):
     """Logs G(fixed noise) every ``every_n_steps`` global steps, at each epoch end and at the start.
 
     Also logs one grid of real training images. Runs on global rank zero only, with G in eval
@@ -32,24 +66,17 @@ class SampleGrid(L.Callback):
     def __init__(
         self, every_n_steps: int = 500, nrow: int = 8, save_dir: str | None = None, gif: str | None = None
     ) -> None:
-        if every_n_steps < 0:
-            raise ValueError(
-                f"callbacks.samples.every_n_steps={every_n_steps}: expected >= 0 (0 turns step-based grids off)."
-            )
+        check_int("every_n_steps", every_n_steps, 0, "global steps; 0: only at epoch ends", 200)
         self.every_n_steps, self.nrow = every_n_steps, nrow
         self.save_dir = Path(save_dir) if save_dir else None
         self.gif = Path(gif) if gif else None
         self.frames: list[Image.Image] = []
         self._last_step: int | None = None
-        self._step_at_batch_start = 0
         self._real_logged = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0:
             self._log_samples(trainer, pl_module)
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        self._step_at_batch_start = trainer.global_step
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -58,8 +85,7 @@ class SampleGrid(L.Callback):
             self._real_logged = True
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
             self._emit(trainer, "samples/real", images[: len(pl_module.fixed_noise)])
-        n = self.every_n_steps
-        if n and trainer.global_step // n > self._step_at_batch_start // n:
+        if self.crossed(trainer, self.every_n_steps):
             self._log_samples(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -88,14 +114,14 @@ class SampleGrid(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(tag, grid, global_step=step)
-            elif callable(getattr(logger, "log_image", None)):  # WandbLogger, dcgan.loggers.MLFlowLogger
+            elif callable(getattr(logger, "log_image", None)):  # WandbLogger, dcgan.platform.loggers.MLFlowLogger
                 logger.log_image(key=tag, images=[grid], step=step)
         if self.save_dir is not None:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             save_image(grid, self.save_dir / f"{tag.split('/')[-1]}_step{step:07d}.png")
 
 
-class GANCheckpoint(ModelCheckpoint):
+class GANCheckpoint(CrossesSteps, ModelCheckpoint):
     """``ModelCheckpoint`` whose step schedule survives two optimizers per batch.
 
     With manual optimization Lightning saves when ``global_step % every_n_train_steps == 0`` at a
@@ -104,13 +130,13 @@ class GANCheckpoint(ModelCheckpoint):
     which Lightning skips once any periodic checkpoint exists, leaving a stale "last".
     """
 
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        self._step_at_batch_start = trainer.global_step
+    def __init__(self, *args: Any, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+        if every_n_train_steps is not None:
+            check_int("every_n_train_steps", every_n_train_steps, 0, "global steps; 0: only last.ckpt", 2000)
+        super().__init__(*args, every_n_train_steps=every_n_train_steps, **kwargs)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        n = self._every_n_train_steps
-        crossed = n > 0 and trainer.global_step // n > getattr(self, "_step_at_batch_start", 0) // n
-        if crossed and not self._should_skip_saving_checkpoint(trainer):
+        if self.crossed(trainer, self._every_n_train_steps) and not self._should_skip_saving_checkpoint(trainer):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
@@ -153,27 +179,24 @@ class GANProgressBar(TQDMProgressBar):
         return items
 
 
-class DivergenceGuard(L.Callback):
+class DivergenceGuard(EveryNBatches):
     """Stops the run when a loss becomes NaN or inf, names the loss and the step, and writes no checkpoint after it.
 
     The module notes on the device the first step at which each loss was not finite (no host sync per batch);
     this reads those notes every ``every_n_batches`` batches, at each epoch end and before every checkpoint is
-    written (the module's ``on_save_checkpoint`` asks it), so the last checkpoint on disk always predates the
-    divergence. Under DDP the ranks agree first.
+    written (the module's ``on_save_checkpoint`` calls :meth:`before_save`), so the last checkpoint on disk always
+    predates the divergence. Under DDP the ranks agree first.
     Raises ``DivergenceError``: ``train.py`` exits with status 2; in a sweep the job fails (an Optuna trial is
     recorded as failed) and the sweep goes on.
     """
 
-    def __init__(self, every_n_batches: int = 10) -> None:
-        if every_n_batches < 1:
-            raise ValueError(f"callbacks.divergence.every_n_batches={every_n_batches}: expected an integer >= 1.")
-        self.every_n_batches = every_n_batches
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if (trainer.fit_loop.batch_idx + 1) % self.every_n_batches == 0:
-            self.check(trainer, pl_module)
+    def poll(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def before_save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check(trainer, pl_module)
 
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -26,6 +26,9 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from dcgan.errors import ArgumentError
+from dcgan.lightning.callbacks import EveryNBatches
+
 log = logging.getLogger(__name__)
 
 
@@ -57,7 +60,7 @@ def lightning_cluster_plugins() -> list[Any]:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
-class RequeueOnSignal(L.Callback):
+class RequeueOnSignal(EveryNBatches):
     """On ``signal`` (``auto``: submitit's, inside submitit jobs only), checkpoint at a batch boundary and requeue.
 
     ``signal`` may also name one (``SIGUSR1``, ``SIGUSR2``) for a plain ``sbatch --signal=...`` script: then the
@@ -67,15 +70,13 @@ class RequeueOnSignal(L.Callback):
     """
 
     def __init__(self, signal: str = "auto", every_n_batches: int = 10) -> None:
-        if every_n_batches < 1:
-            raise ValueError(f"callbacks.requeue.every_n_batches={every_n_batches}: expected an integer >= 1.")
+        super().__init__(every_n_batches)
         if signal not in ("auto", "off") and not _is_signal_name(signal):
-            raise ValueError(f"callbacks.requeue.signal={signal!r}: expected auto, off or a signal name like SIGUSR1.")
-        self.signal_name, self.every_n_batches = signal, every_n_batches
+            raise ArgumentError("signal", repr(signal), "auto, off or a signal name like SIGUSR1", "SIGUSR1")
+        self.signal_name = signal
         self._signum: signal.Signals | None = None
         self._previous: Any = None
         self._received: int | None = None
-        self._batches = 0
 
     def _watched(self) -> signal.Signals | None:
         if self.signal_name == "off":
@@ -89,7 +90,8 @@ class RequeueOnSignal(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning saved the handlers it restores at teardown, so that it restores submitit's, not this one
-        self._signum, self._batches = self._watched(), 0
+        super().on_train_start(trainer, pl_module)
+        self._signum = self._watched()
         if self._signum is not None and threading.current_thread() is not threading.main_thread():
             log.warning("callbacks.requeue: not in the main thread, where signals are handled: %s not watched.",
                         self._signum.name)  # fmt: skip
@@ -97,9 +99,8 @@ class RequeueOnSignal(L.Callback):
         if self._signum is not None:
             self._previous = signal.signal(self._signum, self._note)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self._batches += 1  # counted here, not per epoch: the ranks check together even when epochs are short
-        if self._signum is None or self._batches % self.every_n_batches:
+    def poll(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._signum is None:
             return
         if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
             return

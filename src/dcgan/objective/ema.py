@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dcgan.errors import ArgumentError
+
 
 class EMA:
     """average = d * average + (1 - d) * G for weights; buffers (BatchNorm running statistics) are copied.
@@ -21,7 +23,7 @@ class EMA:
 
     def __init__(self, decay: float = 0.999, warmup: bool = True) -> None:
         if not (isinstance(decay, (int, float)) and 0.0 < decay < 1.0):
-            raise ValueError(f"model.ema.decay={decay}: expected a decay in (0, 1), e.g. 0.999 (or no model/ema).")
+            raise ArgumentError("decay", decay, "a decay in (0, 1), e.g. 0.999 (or no model/ema)", 0.999)
         self.decay, self.warmup = float(decay), warmup
 
     def decay_at(self, g_steps: int) -> float:

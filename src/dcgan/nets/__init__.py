@@ -1,0 +1,11 @@
+"""The networks, in plain PyTorch: DCGAN's generator and discriminator and their shared layers.
+
+A G or D of your own is any ``nn.Module`` with the same forward, named by ``_target_`` in
+``conf/model/generator/`` or ``conf/model/discriminator/`` (docs/package.md, "Plug-ins").
+"""
+
+from dcgan.nets.discriminator import Discriminator
+from dcgan.nets.generator import Generator
+from dcgan.nets.layers import init_dcgan_weights, num_resolution_doublings
+
+__all__ = ["Discriminator", "Generator", "init_dcgan_weights", "num_resolution_doublings"]
