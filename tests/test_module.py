@@ -14,7 +14,7 @@ def make_module(n_critic: int = 1, lr: float = 2e-4, seed: int = 0) -> DCGAN:
         generator={"_target_": "dcgan.nets.Generator", "nz": 16, "ngf": 8, "image_size": 16, "channels": 1},
         discriminator={"_target_": "dcgan.nets.Discriminator", "ndf": 8, "image_size": 16, "channels": 1},
         optim={"_target_": "torch.optim.Adam", "_partial_": True, "lr": lr, "betas": [0.5, 0.999]},
-        n_critic=n_critic,
+        schedule={"_target_": "dcgan.objective.Alternating", "n_critic": n_critic},
         num_fixed_samples=8,
         seed=seed,
     )
@@ -88,7 +88,17 @@ def test_sample_uses_eval_mode_and_restores_train_mode() -> None:
 
 
 def test_bad_n_critic_is_refused() -> None:
-    with pytest.raises(ValueError, match="n_critic=0"):
+    with pytest.raises(ValueError, match="schedule.n_critic=0: expected an integer >= 1"):
         make_module(n_critic=0)
-    with pytest.raises(ValueError, match="n_critic=1.5"):
+    with pytest.raises(ValueError, match="schedule.n_critic=1.5"):
         make_module(n_critic=1.5)
+
+
+def test_the_schedule_counts_d_and_g_steps_from_the_optimizer_steps() -> None:
+    from dcgan.objective import Alternating
+
+    s = Alternating(n_critic=2)  # batches: D, D+G, D, D+G: optimizer steps after each 1, 3, 4, 6
+    starts = [0, 1, 3, 4]
+    assert [s.g_turn(t) for t in starts] == [False, True, False, True]
+    assert [s.d_steps(t) for t in starts] == [0, 1, 2, 3]
+    assert [s.g_steps(t) for t in starts] == [0, 0, 1, 1]

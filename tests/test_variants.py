@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from dcgan.objective import losses
+from dcgan.objective import losses, penalties
 from dcgan.objective.augment import DiffAugment, cutout, translation
 from dcgan.platform.configs import CONF_DIR
 from dcgan.tasks.train import train
@@ -38,9 +38,9 @@ def test_losses_match_hand_computed_values() -> None:
         "lsgan": (lsgan_d, lsgan_g),
         "wgan_gp": ((0.5 - 3.0) / 2 - (2.0 - 1.0) / 2, -(0.5 - 3.0) / 2),
     }
-    assert set(expected) == set(losses.LOSSES)
+    classes = {"bce": losses.BCE, "hinge": losses.Hinge, "lsgan": losses.LSGAN, "wgan_gp": losses.Wasserstein}
     for name, (d, g) in expected.items():
-        loss = losses.LOSSES[name]()
+        loss = classes[name]()
         assert loss.d_loss(REAL, FAKE).item() == pytest.approx(d, rel=1e-6), name
         assert loss.g_loss(FAKE).item() == pytest.approx(g, rel=1e-6), name
 
@@ -60,12 +60,12 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form() -> None:
     w = torch.full((1, 2, 2), 1.5)  # ||w|| = 3
     critic = Linear(w)
     real, fake = torch.randn(8, 1, 2, 2), torch.randn(8, 1, 2, 2)
-    gp = losses.gradient_penalty(critic, real, fake)
+    gp = penalties.gradient_penalty(critic, penalties.interpolates(real, fake))
     assert gp.item() == pytest.approx((3.0 - 1.0) ** 2)
     gp.backward()  # the penalty trains the critic: d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
     torch.testing.assert_close(critic.w.grad, 2 * (3.0 - 1.0) * w / 3.0)
     real.requires_grad_(True)
-    assert losses.r1_penalty(critic(real), real).item() == pytest.approx(9.0)  # ||w||^2
+    assert penalties.r1_penalty(critic(real), real).item() == pytest.approx(9.0)  # ||w||^2
 
 
 def spectral_norms(d: Discriminator) -> list[float]:
@@ -106,7 +106,7 @@ def test_diffaugment_is_differentiable_random_and_off_in_eval() -> None:
     assert x.grad is not None and x.grad.abs().sum() > 0
     aug.eval()
     assert aug(x) is x
-    with pytest.raises(ValueError, match="unknown \\['flip'\\]"):
+    with pytest.raises(ValueError, match="policy=\\[translation,flip\\]: expected a list of .*unknown: \\['flip'\\]"):
         DiffAugment("translation,flip")
 
 
@@ -118,6 +118,11 @@ def test_translation_shifts_whole_pixels_and_cutout_zeros_a_square() -> None:
     holed = cutout(x.expand(16, 1, 8, 8), ratio=0.5, generator=torch.Generator().manual_seed(0))
     zeros = (holed == 0).flatten(1).sum(1)
     assert zeros.max() == 16 and zeros.min() > 0  # a 4x4 square, clipped at the border
+
+
+LOSS = {name: {"_target_": f"dcgan.objective.losses.{cls}"} for name, cls in
+        {"bce": "BCE", "hinge": "Hinge", "lsgan": "LSGAN", "wasserstein": "Wasserstein"}.items()}  # fmt: skip
+GP = {"gp": {"_target_": "dcgan.objective.penalties.GradientPenalty", "weight": 10.0}}
 
 
 def gan(**kwargs) -> DCGAN:
@@ -146,15 +151,20 @@ class Metrics(L.Callback):
         self.seen.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
+R1_LAZY = {"r1": {"_target_": "dcgan.objective.penalties.R1", "weight": 1.0, "interval": 2}}
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"loss": "hinge", "spectral_norm": True},
-        {"loss": "lsgan"},
-        {"loss": "wgan_gp", "norm": "none", "n_critic": 5},
-        {"loss": "bce", "r1_weight": 1.0, "r1_interval": 2, "augment": "translation,cutout"},
+        {"loss": LOSS["hinge"], "spectral_norm": True},
+        {"loss": LOSS["lsgan"]},
+        {"loss": LOSS["wasserstein"], "penalty": GP, "norm": "none",
+         "schedule": {"_target_": "dcgan.objective.Alternating", "n_critic": 5}},
+        {"loss": LOSS["bce"], "penalty": R1_LAZY, "augment": {"_target_": "dcgan.objective.DiffAugment",
+                                                              "policy": ["translation", "cutout"]}},
     ],
-)
+)  # fmt: skip
 def test_each_variant_trains(kwargs: dict) -> None:
     module = gan(**dict(kwargs))
     images = torch.randint(0, 256, (128, 1, 16, 16), dtype=torch.uint8)
@@ -168,29 +178,36 @@ def test_each_variant_trains(kwargs: dict) -> None:
     assert all(math.isfinite(v) for m in metrics.seen for v in m.values())
     assert any(not torch.equal(a, b) for a, b in zip(before, module.generator.parameters(), strict=True))
     keys = set().union(*metrics.seen)
-    if kwargs["loss"] == "wgan_gp":
-        assert "loss/gp" in keys
-    if kwargs.get("r1_weight"):
-        assert "loss/r1" in keys
+    for name in kwargs.get("penalty", {}):
+        assert f"loss/{name}" in keys
 
 
-def test_penalty_with_batchnorm_warns() -> None:
-    with pytest.warns(UserWarning, match="D has BatchNorm"):
-        gan(loss="wgan_gp")
+def test_a_per_image_penalty_with_a_batch_mixing_d_warns() -> None:
+    with pytest.warns(UserWarning, match="Penalty gp is per image, but D .* mixes the images of a batch"):
+        gan(loss=LOSS["wasserstein"], penalty=GP)
+
+
+def test_lazy_penalties_run_on_their_interval_and_are_scaled_by_it() -> None:
+    r1 = penalties.R1(weight=2.0, interval=4)
+    assert [r1.due(step) for step in range(6)] == [True, False, False, False, True, False]
+    assert r1.coefficient * r1.interval == 4.0  # gamma / 2 * interval
+    assert not penalties.R1(weight=0.0).due(0)  # weight 0: off
 
 
 def test_bad_variant_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="model.loss=wgan: expected one of bce, hinge, lsgan, wgan_gp"):
-        gan(loss="wgan")
-    with pytest.raises(ValueError, match=r"model.loss._target_=torch.nn.Identity: it has no d_loss or g_loss method"):
+    with pytest.raises(ValueError, match=r"loss=Identity: expected the GANLoss interface"):
         gan(loss={"_target_": "torch.nn.Identity"})
-    with pytest.raises(ValueError, match="model.r1_interval=0"):
-        gan(r1_interval=0)
+    with pytest.raises(ValueError, match="penalty.r1.interval=0: expected an integer >= 1"):
+        gan(penalty={"r1": {"_target_": "dcgan.objective.penalties.R1", "interval": 0}})
+    with pytest.raises(ValueError, match="schedule.n_critic=0: expected an integer >= 1"):
+        gan(schedule={"_target_": "dcgan.objective.Alternating", "n_critic": 0})
+    with pytest.raises(ValueError, match="penalty=dcgan.objective.penalties.GradientPenalty: expected a dict"):
+        gan(penalty=GP["gp"])
 
 
 def test_wgan_gp_experiment_sets_the_papers_recipe(make_cfg) -> None:
     m = make_cfg(["experiment=wgan_gp"]).model
-    assert (m.loss._target_, m.gp_weight, m.n_critic) == ("dcgan.objective.losses.Wasserstein", 10.0, 5)
+    assert (m.loss._target_, m.penalty.gp.weight, m.schedule.n_critic) == ("dcgan.objective.losses.Wasserstein", 10, 5)
     assert m.discriminator.norm == "none"
     assert (m.optim.lr, list(m.optim.betas)) == (1e-4, [0.0, 0.9])
 
@@ -199,7 +216,7 @@ def test_augment_policy_from_the_command_line(make_cfg) -> None:
     from hydra.utils import instantiate
 
     model = instantiate(make_cfg(["model.augment.policy=[translation,cutout]"]).model, _recursive_=False)
-    assert model.augment.policy == ["translation", "cutout"]
+    assert model.objective.augment.policy == ["translation", "cutout"]
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
@@ -238,15 +255,15 @@ def test_a_loss_class_from_outside_the_package_trains_and_is_rebuilt_from_the_ch
     metrics = train(cfg)
     assert math.isfinite(metrics["loss/d"]) and math.isfinite(metrics["loss/g"])
     model = DCGAN.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert isinstance(model.objective, RelativisticAverage) and model.objective.margin == 0.25
+    assert isinstance(model.objective.loss, RelativisticAverage) and model.objective.loss.margin == 0.25
 
 
-@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "model" / "loss").glob("*.yaml")))
 def test_each_shipped_loss_is_a_config_option(make_cfg, name: str) -> None:
     from hydra.utils import instantiate
 
     model = instantiate(make_cfg([f"model/loss={name}"]).model, _recursive_=False)
-    assert type(model.objective) is losses.LOSSES[name]
+    assert isinstance(model.objective.loss, losses.GANLoss) and type(model.objective.loss).__name__.lower() == name
 
 
 class FlipAugment(nn.Module):
@@ -268,7 +285,7 @@ def test_augment_and_ema_classes_from_outside_the_package_plug_in(make_cfg, tmp_
     plug += ["+model.ema._target_=tests.test_variants.CopyEMA"]
     train(make_cfg([*TINY, *plug, "trainer.max_steps=8", "~callbacks.quality", "~callbacks.best"]))
     model = DCGAN.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert isinstance(model.augment, FlipAugment) and isinstance(model.ema_rule, CopyEMA)
+    assert isinstance(model.objective.augment, FlipAugment) and isinstance(model.ema, CopyEMA)
     for avg, g in zip(model.generator_ema.parameters(), model.generator.parameters(), strict=True):
         torch.testing.assert_close(avg, g)  # CopyEMA's rule was what the module applied
 
@@ -279,7 +296,7 @@ def test_shipped_augment_and_ema_options(make_cfg) -> None:
     from dcgan.objective.ema import EMA
 
     model = instantiate(make_cfg(["model/augment=diffaugment", "model/ema=average"]).model, _recursive_=False)
-    assert model.augment.policy == ["color", "translation", "cutout"]
-    assert isinstance(model.ema_rule, EMA) and model.ema_rule.decay == 0.999 and model.generator_ema is not None
+    assert model.objective.augment.policy == ["color", "translation", "cutout"]
+    assert isinstance(model.ema, EMA) and model.ema.decay == 0.999 and model.generator_ema is not None
     plain = instantiate(make_cfg([]).model, _recursive_=False)
-    assert plain.augment.policy == [] and plain.ema_rule is None and plain.generator_ema is None
+    assert plain.objective.augment.policy == [] and plain.ema is None and plain.generator_ema is None

@@ -20,18 +20,15 @@ from dcgan.data.base import to_unit_range
 
 @torch.no_grad()
 def discriminator_features(discriminator: nn.Module, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
-    """(N, C, H, W) float in [-1, 1] -> (N, F): each LeakyReLU block output max-pooled to 4x4, concatenated."""
+    """(N, C, H, W) float in [-1, 1] -> (N, F): each of D's ``features(x)`` max-pooled to 4x4, concatenated."""
     was_training = discriminator.training
     discriminator.eval()
     device = next(discriminator.parameters()).device
     out = []
     try:
         for chunk in images.split(batch_size):
-            x, pooled = chunk.to(device), []
-            for layer in discriminator.net:
-                x = layer(x)
-                if isinstance(layer, nn.LeakyReLU):
-                    pooled.append(F.adaptive_max_pool2d(x, 4).flatten(1))  # (B, C_block * 16)
+            blocks = discriminator.features(chunk.to(device))
+            pooled = [F.adaptive_max_pool2d(x, 4).flatten(1) for x in blocks]  # (B, C_block * 16) each
             out.append(torch.cat(pooled, 1).float().cpu())
     finally:
         discriminator.train(was_training)

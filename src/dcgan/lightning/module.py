@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dcgan.errors import ArgumentError, check_int
-from dcgan.objective import Alternating, Objective, Terms
+from dcgan.objective import BCE, Alternating, Objective, Terms
 
 _MASK64 = 2**64 - 1
 
@@ -65,8 +65,8 @@ def _check_optim(optim: Mapping[str, Any]) -> None:
 class DCGAN(L.LightningModule):
     """Trains ``generator`` against ``discriminator`` by the objective's phases; every part is a ``_target_`` node.
 
-    Parts: the two networks; the objective's ``loss`` (a :class:`dcgan.objective.losses.GANLoss`, the paper's
-    BCE with the non-saturating G loss by default), ``penalty`` (named penalty nodes, e.g. ``{"gp": ...}``) and
+    Parts: the two networks; the objective's ``loss`` (a :class:`dcgan.objective.losses.GANLoss`; None: the
+    paper's BCE with the non-saturating G loss), ``penalty`` (named penalty nodes, e.g. ``{"gp": ...}``) and
     ``augment``; the ``optim`` partial (one optimizer each for G and D); the ``ema`` rule of G's average; the
     ``schedule`` of D and G steps (``n_critic`` D steps per G step by default). Taking nodes (not objects) keeps
     the checkpoint self-contained: ``DCGAN.load_from_checkpoint(path)`` rebuilds every part from its
@@ -81,7 +81,7 @@ class DCGAN(L.LightningModule):
         generator: Mapping[str, Any],
         discriminator: Mapping[str, Any],
         optim: Mapping[str, Any],
-        loss: Mapping[str, Any],
+        loss: Mapping[str, Any] | None = None,
         penalty: Mapping[str, Mapping[str, Any]] | None = None,
         augment: Mapping[str, Any] | None = None,
         ema: Mapping[str, Any] | None = None,
@@ -109,8 +109,14 @@ class DCGAN(L.LightningModule):
                     f"{hp.num_classes}: a conditional DCGAN needs both nets conditional on the same classes (leave "
                     "them at ${model.num_classes})"
                 )  # fmt: skip
+        if hp.penalty and "_target_" in hp.penalty:
+            raise ArgumentError(
+                "penalty", hp.penalty["_target_"], "a dict of penalty nodes by name, e.g. {r1: {_target_: ...}}: each "
+                "model/penalty option file holds its node under its name"
+            )  # fmt: skip
         penalties = {name: _build(node, f"penalty.{name}") for name, node in (hp.penalty or {}).items()}
-        self.objective = Objective(_build(hp.loss, "loss"), penalties, _build(hp.augment, "augment") if hp.augment else None)
+        loss = _build(hp.loss, "loss") if hp.loss else BCE()  # the paper's
+        self.objective = Objective(loss, penalties, _build(hp.augment, "augment") if hp.augment else None)
         mixed = self.objective.per_image_penalties()
         if mixed and getattr(self.discriminator, "mixes_batch", False):
             rank_zero_warn(

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dcgan.errors import check_int
-from dcgan.nets.layers import check_channels, init_dcgan_weights, num_resolution_doublings
+from dcgan.nets.layers import init_dcgan_weights, num_resolution_doublings
 
 
 class Discriminator(nn.Module):
@@ -33,7 +33,7 @@ class Discriminator(nn.Module):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        check_channels(channels)
+        check_int("channels", channels, 1, "input image channels: 1 gray, 3 RGB (a packing D: more)", 3)
         check_int("ndf", ndf, 1, "D's base filters", 64)
         if norm not in ("batch", "none"):
             raise ValueError(f"discriminator norm={norm}: expected batch or none.")

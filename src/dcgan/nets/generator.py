@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dcgan.errors import check_int
-from dcgan.nets.layers import check_channels, init_dcgan_weights, num_resolution_doublings
+from dcgan.nets.layers import init_dcgan_weights, num_resolution_doublings
 
 
 class Generator(nn.Module):
@@ -20,7 +20,7 @@ class Generator(nn.Module):
         self, nz: int = 100, ngf: int = 64, image_size: int = 64, channels: int = 3, num_classes: int | None = None
     ) -> None:
         super().__init__()
-        check_channels(channels)
+        check_int("channels", channels, 1, "output image channels: 1 gray, 3 RGB (a packing D: more)", 3)
         check_int("nz", nz, 1, "the size of z", 100)
         check_int("ngf", ngf, 1, "G's base filters", 64)
         n_up = num_resolution_doublings(image_size)

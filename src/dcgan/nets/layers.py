@@ -17,13 +17,6 @@ def num_resolution_doublings(image_size: int) -> int:
     return int(math.log2(image_size)) - 2
 
 
-def check_channels(channels: int) -> None:
-    if channels not in (1, 3):
-        raise ValueError(
-            f"channels={channels} is not supported: expected 1 (gray) or 3 (RGB). Set data.channels to 1 or 3."
-        )
-
-
 def init_dcgan_weights(module: nn.Module) -> None:
     """Paper init: conv weights ~ N(0, 0.02), BatchNorm weight ~ N(1, 0.02), biases 0."""
     for m in module.modules():

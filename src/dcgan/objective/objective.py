@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from dcgan.errors import ArgumentError
 from dcgan.objective.penalties import NEEDS, PHASES, PhaseInputs, interpolates
 
 Critic = Callable[[torch.Tensor], torch.Tensor]  # D with the batch's labels bound: images -> (B,) scores
@@ -38,28 +39,27 @@ class Objective(nn.Module):
         self, loss: object, penalties: Mapping[str, object] | None = None, augment: nn.Module | None = None
     ) -> None:
         super().__init__()
-        missing = [m for m in ("d_loss", "g_loss") if not callable(getattr(loss, m, None))]
-        if missing:
-            raise TypeError(
-                f"loss {type(loss).__name__} has no {' or '.join(missing)} method; expected the "
-                "dcgan.objective.losses.GANLoss interface: d_loss(real_scores, fake_scores) and g_loss(fake_scores)."
-            )
+        if not all(callable(getattr(loss, m, None)) for m in ("d_loss", "g_loss")):
+            raise ArgumentError(
+                "loss", type(loss).__name__, "the GANLoss interface (dcgan.objective.losses): "
+                "d_loss(real_scores, fake_scores) and g_loss(fake_scores)"
+            )  # fmt: skip
         self.loss = loss
         self.penalties = dict(penalties or {})
         for name, penalty in self.penalties.items():
             phase, needs = getattr(penalty, "phase", None), set(getattr(penalty, "needs", ()))
             if not callable(penalty) or not callable(getattr(penalty, "due", None)) or phase not in PHASES:
-                raise TypeError(
-                    f"penalty {name} ({type(penalty).__name__}): expected the dcgan.objective.penalties.Penalty "
-                    f"interface: phase in {PHASES}, needs, due(step), coefficient, interval and __call__(inputs)."
+                raise ArgumentError(
+                    f"penalty.{name}", type(penalty).__name__, "the Penalty interface (dcgan.objective.penalties): "
+                    f"phase in {PHASES}, needs, due(step), coefficient, interval and __call__(inputs)"
                 )
             if needs - set(NEEDS) or (phase == "G" and needs):
-                raise TypeError(f"penalty {name}: needs={sorted(needs)}; D's phase offers {NEEDS}, G's nothing more.")
+                raise ArgumentError(f"penalty.{name}.needs", sorted(needs), f"a subset of {NEEDS} (D's phase only)")
         self.augment = augment if augment is not None else NoAugment()
         if not isinstance(self.augment, nn.Module):
-            raise TypeError(
-                f"augment {type(augment).__name__}: expected a torch.nn.Module whose forward(images, generator) "
-                "returns the augmented images (like dcgan.objective.augment.DiffAugment)."
+            raise ArgumentError(
+                "augment", type(augment).__name__, "a torch.nn.Module whose forward(images, generator) returns the "
+                "augmented images (like dcgan.objective.augment.DiffAugment)"
             )
 
     @property
