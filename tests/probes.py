@@ -122,6 +122,6 @@ class LossTrace(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         nets = {"g": pl_module.generator, "d": pl_module.discriminator, "g_ema": pl_module.generator_ema}
-        sums = {k: float(sum(p.detach().double().sum() for p in net.parameters())) for k, net in nets.items() if net is not None}
+        sums = {k: float(sum(p.detach().double().sum() for p in net.parameters())) for k, net in nets.items() if net}
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps({"steps": self.steps, "weights": sums}, indent=1))

@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from dcgan.platform.configs import CONF_DIR
-from dcgan.tasks.train import train
 from dcgan.platform.validation import ConfigError, check_train_config
+from dcgan.tasks.train import train
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,10 +47,15 @@ BAD = [
     (["data.image_size=48"], "data.image_size=48: expected a power of two >= 16"),
     (["data.channels=2"], "data.channels=2: expected 1 (gray) or 3 (RGB)"),
     (["model.generator.nz=0"], "model.generator.nz=0: expected an integer >= 1"),
-    (["model.n_critic=0"], "model.n_critic=0: expected an integer >= 1"),
+    (["model.schedule.n_critic=0"], "model.schedule.n_critic=0: expected an integer >= 1"),
     (["model/ema=average", "model.ema.decay=1.5"], "model.ema.decay=1.5: expected a decay in (0, 1)"),
-    (["model.loss=wgan"], "model.loss=wgan: expected a loss node: model/loss=bce | hinge | lsgan | wgan_gp"),
-    (["model.r1_weight=-1"], "model.r1_weight=-1: expected a weight >= 0"),
+    (
+        ["model.loss=wgan"],
+        "model.loss=wgan: expected a node with _target_ (the class to build and its arguments). "
+        "Options: model/loss=bce | hinge | lsgan | wasserstein",
+    ),
+    (["model/penalty=[r1]", "model.penalty.r1.weight=-1"], "model.penalty.r1.weight=-1: expected a weight >= 0"),
+    (["model/penalty=[r1]", "model.penalty.r1.interval=0"], "model.penalty.r1.interval=0: expected an integer >= 1"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0: expected an integer >= 1, or -1"),
     (["trainer.max_time=10min"], "trainer.max_time=10min: expected DD:HH:MM:SS"),
     (["trainer.precision=fp8"], "trainer.precision=fp8: expected one of"),
@@ -60,8 +65,9 @@ BAD = [
     (["ckpt_path={tmp}/notes.txt"], "notes.txt: not a readable checkpoint"),
     (["ckpt_path={tmp}/weights.pt"], "weights.pt: a torch file but not a Lightning training checkpoint"),
     (["paths.output_dir={tmp}/notes.txt/run"], "cannot be written"),
-    # not in the validation table: the discriminator's own constructor rejects it, reported the same way
-    (["model.discriminator.norm=layer"], "discriminator norm=layer: expected batch or none"),
+    (["model.discriminator.norm=layer"], "model.discriminator.norm=layer: expected batch or none"),
+    (["callbacks.samples.every_n_steps=-1"], "callbacks.samples.every_n_steps=-1: expected an integer >= 0"),
+    (["hydra.run.dir={tmp}/notes.txt/run"], "hydra.run.dir={tmp}/notes.txt/run: cannot be written (Not a directory)"),
     (["callbacks.requeue.signal=USR9"], "callbacks.requeue.signal='USR9': expected auto, off or a signal name"),
 ]
 
@@ -74,11 +80,14 @@ def test_a_bad_value_fails_before_training_in_one_line(
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
     torch.save({"generator": {}}, tmp_path / "weights.pt")
     overrides = [o.format(tmp=tmp_path) for o in overrides]
+    message = message.format(tmp=tmp_path)
     if not any(o.startswith("ckpt_path=") for o in overrides):
         overrides.append(f"ckpt_path={checkpoint}")
     before = _fingerprint(checkpoint.parent)
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "train.py", *TINY, f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "train.py", *TINY, f"paths.cache_dir={tmp_path / 'cache'}"]
+    if not any(o.startswith("hydra.run.dir=") for o in overrides):
+        cmd.append(f"hydra.run.dir={run_dir}")
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # as a user runs it
     proc = subprocess.run([*cmd, *overrides], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     output = proc.stdout + proc.stderr
@@ -99,16 +108,37 @@ def test_an_unknown_key_is_hydras_one_line_error(tmp_path: Path) -> None:
 
 
 def test_every_problem_of_a_config_is_listed_at_once(make_cfg) -> None:
-    cfg = make_cfg(["model.optim.lr=0", "data.batch_size=-4", "trainer.max_steps=0"])
+    """The run-level keys no constructor checks are listed together; the rest is each class's own check."""
+    cfg = make_cfg(["seed=abc", "trainer.log_every_n_steps=0", "trainer.max_steps=0"])
     with pytest.raises(ConfigError) as err:
         check_train_config(cfg)
     lines = str(err.value).splitlines()
     assert lines[0] == "Bad config values:"
     assert [line.strip().split(":")[0] for line in lines[1:]] == [
-        "data.batch_size=-4",
-        "model.optim.lr=0",
+        "seed=abc",
         "trainer.max_steps=0",
+        "trainer.log_every_n_steps=0",
     ]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", "data.batch_size=0: expected an integer >= 1 (images per device and step). Fix: "
+                              "data.batch_size=128"),
+        ("model.optim.lr=0", "model.optim.lr=0: expected a learning rate > 0 (the paper: 2e-4). Fix: "
+                             "model.optim.lr=2e-4"),
+        ("model.schedule.n_critic=0", "model.schedule.n_critic=0: expected an integer >= 1 (D steps per G step). "
+                                      "Fix: model.schedule.n_critic=1"),
+        ("model.generator.ngf=0", "model.generator.ngf=0: expected an integer >= 1"),
+        ("callbacks.checkpoint.every_n_train_steps=-5", "callbacks.checkpoint.every_n_train_steps=-5: expected an "
+                                                         "integer >= 0"),
+    ],
+)  # fmt: skip
+def test_a_constructors_check_names_the_config_key(make_cfg, override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        train(make_cfg([*TINY, override]))
+    assert str(err.value).startswith(message)
 
 
 def test_the_shipped_configs_pass_the_validation(make_cfg) -> None:

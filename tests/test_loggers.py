@@ -58,7 +58,7 @@ def test_wandb_offline_receives_scalars_hyperparameters_and_grids(
         elif kind == "config":
             config |= {item.key for item in record.config.update}
     assert {"loss/d", "loss/g", "d/real", "d/fake"} <= set(history)
-    assert {"n_critic", "optim", "generator", "loss"} <= config
+    assert {"schedule", "optim", "generator", "loss"} <= config
     images = list(log.parent.glob("files/media/images/samples/fixed_noise_*.png"))
     assert len(images) >= 2, "the grid at step 0 and later ones"
 
@@ -73,7 +73,7 @@ def test_mlflow_receives_scalars_hyperparameters_and_grids_as_artifacts(make_cfg
     (run,) = client.search_runs([client.get_experiment_by_name("dcgan").experiment_id])
     losses = client.get_metric_history(run.info.run_id, "loss/d")
     assert len(losses) >= 2 and all(math.isfinite(m.value) for m in losses)  # one per logged step
-    assert run.data.params["n_critic"] == "1" and run.data.params["optim/lr"] == "0.0002"
+    assert run.data.params["schedule/n_critic"] == "1" and run.data.params["optim/lr"] == "0.0002"
     grids = [a.path for a in client.list_artifacts(run.info.run_id, "samples/fixed_noise")]
     assert "samples/fixed_noise/step0000000.png" in grids and len(grids) >= 2
 
@@ -98,8 +98,8 @@ def test_many_skips_a_logger_whose_extra_is_missing_and_drops_it_from_the_config
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from dcgan.tasks import train as training
     from dcgan.platform.configs import CONF_DIR
+    from dcgan.tasks import train as training
 
     monkeypatch.setattr(training, "installed", lambda module: module != "wandb")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path / 'mlruns'}")

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from dcgan.lightning.checkpoint_io import PARTIAL_SUFFIX, AtomicCheckpointIO
-from dcgan.tasks.train import train
 from dcgan.lightning.requeue import RequeueOnSignal, lightning_cluster_plugins
+from dcgan.tasks.train import train
 from hydra_plugins.dcgan_launcher.requeue import resume_from_last
 from tests.conftest import ROOT, TINY, train_py
 from tests.test_resume import RUN, load
@@ -66,7 +66,7 @@ def test_auto_watches_only_jobs_of_the_requeueing_launchers(monkeypatch: pytest.
 
 
 def test_requeue_signal_name_is_checked() -> None:
-    with pytest.raises(ValueError, match=r"callbacks.requeue.signal='USR9': expected auto, off or a signal name"):
+    with pytest.raises(ValueError, match=r"^signal='USR9': expected auto, off or a signal name"):
         RequeueOnSignal(signal="USR9")
 
 

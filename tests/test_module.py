@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
-from dcgan.objective.losses import d_loss_bce
 from dcgan.lightning.module import DCGAN
+from dcgan.objective.losses import d_loss_bce
 from tests.conftest import TensorDataModule, fit
 
 

@@ -71,7 +71,7 @@ def test_a_penalty_and_a_d_wrapper_from_outside_the_package_train_and_are_rebuil
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[
             f"hydra.searchpath=[file://{my_configs}]", f"paths.output_dir={tmp_path / 'run'}",
-            f"paths.cache_dir={tmp_path / 'cache'}", *[o.replace("discriminator.", "discriminator.inner.") for o in TINY],
+            f"paths.cache_dir={tmp_path / 'cache'}", *[o.replace("discriminator.", "discriminator.inner.") for o in TINY],  # noqa: E501
             "trainer.max_steps=8", "~callbacks.quality",
             "~callbacks.best", "model/penalty=[drift]", "model/discriminator=packed",
         ])  # fmt: skip

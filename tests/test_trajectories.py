@@ -19,8 +19,12 @@ RECORDED = json.loads((Path(__file__).parent / "data" / "trajectories_before_iss
 ARMS = {
     "bce": [],
     "hinge": ["model/loss=hinge"],
-    "wgan_gp": ["model/loss=wasserstein", "model/penalty=[gp]", "model.discriminator.norm=none",
-                "model.schedule.n_critic=5"],  # fmt: skip
+    "wgan_gp": [
+        "model/loss=wasserstein",
+        "model/penalty=[gp]",
+        "model.discriminator.norm=none",
+        "model.schedule.n_critic=5",
+    ],
     "r1": ["model/penalty=[r1]", "model.penalty.r1.weight=1.0", "model.penalty.r1.interval=4"],
     "diffaugment_ema": ["model/augment=diffaugment", "model/ema=average"],
 }
@@ -29,8 +33,8 @@ ARMS = {
 @pytest.mark.parametrize("arm", list(ARMS))
 def test_a_seeded_20_step_run_reproduces_the_recorded_trajectory(arm: str, make_cfg, tmp_path: Path) -> None:
     trace = tmp_path / "trace.json"
-    overrides = [*TINY, "trainer.max_steps=20", "trainer.precision=32-true", "~callbacks.quality", "~callbacks.best",
-                 "logger=csv", "+callbacks.trace._target_=tests.probes.LossTrace", f"+callbacks.trace.out={trace}"]  # fmt: skip
+    overrides = [*TINY, "trainer.max_steps=20", "trainer.precision=32-true", "~callbacks.quality", "~callbacks.best"]
+    overrides += ["logger=csv", "+callbacks.trace._target_=tests.probes.LossTrace", f"+callbacks.trace.out={trace}"]
     train(make_cfg([*overrides, *ARMS[arm]]))
     got, want = json.loads(trace.read_text()), RECORDED[arm]
     assert len(got["steps"]) == len(want["steps"])

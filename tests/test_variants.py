@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from dcgan.lightning.module import DCGAN
+from dcgan.nets import Discriminator
 from dcgan.objective import losses, penalties
 from dcgan.objective.augment import DiffAugment, cutout, translation
 from dcgan.platform.configs import CONF_DIR
 from dcgan.tasks.train import train
-from dcgan.lightning.module import DCGAN
-from dcgan.nets import Discriminator
 from tests.conftest import TINY, TensorDataModule
 
 REAL = torch.tensor([2.0, -1.0])

@@ -14,8 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from dcgan.data.base import DataError, InMemoryDataModule, file_fingerprint
-from dcgan.errors import check_int
 from dcgan.data.loader import ResumableBatches, ShardedPermutation, WorkerBatchLoader
+from dcgan.errors import check_int
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 

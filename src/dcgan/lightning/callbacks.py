@@ -16,8 +16,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
-from dcgan.errors import DivergenceError, check_int
 from dcgan.analysis.sampling import save_gif
+from dcgan.errors import DivergenceError, check_int
 
 
 class CrossesSteps:

@@ -38,6 +38,8 @@ def _mix(*values: int) -> int:
 
 def _build(node: Mapping[str, Any], where: str) -> Any:
     """instantiate(node); a bad argument its class rejects is named under ``where`` (``schedule.n_critic=0: ...``)."""
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        raise ArgumentError(where, node, "a node with _target_ (the class to build and its arguments)")
     try:
         return instantiate(node, _convert_="all")
     except InstantiationException as err:
@@ -56,8 +58,10 @@ def _check_optim(optim: Mapping[str, Any]) -> None:
     lr, betas = optim.get("lr", 1.0), optim.get("betas", (0.0, 0.0))
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise ArgumentError("optim.lr", lr, "a learning rate > 0 (the paper: 2e-4)", "2e-4")
-    if not isinstance(betas, (list, tuple)) or len(betas) != 2 or not all(
-        isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas
+    if (
+        not isinstance(betas, (list, tuple))
+        or len(betas) != 2
+        or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
     ):
         raise ArgumentError("optim.betas", betas, "two values in [0, 1) (the paper: [0.5, 0.999])", "[0.5,0.999]")
 
@@ -120,8 +124,8 @@ class DCGAN(L.LightningModule):
         mixed = self.objective.per_image_penalties()
         if mixed and getattr(self.discriminator, "mixes_batch", False):
             rank_zero_warn(
-                f"Penalty {', '.join(mixed)} is per image, but D ({type(self.discriminator).__name__}) mixes the images "
-                "of a batch (BatchNorm, packing or batch statistics). Use a D that scores each image alone: "
+                f"Penalty {', '.join(mixed)} is per image, but D ({type(self.discriminator).__name__}) mixes the "
+                "images of a batch (BatchNorm, packing or batch statistics). Use a D that scores each image alone: "
                 "model.discriminator.norm=none for DCGAN's (experiment=wgan_gp sets it)."
             )
         self.schedule = _build(hp.schedule, "schedule") if hp.schedule else Alternating()
@@ -204,11 +208,11 @@ class DCGAN(L.LightningModule):
         critic = functools.partial(self.discriminator, labels=labels)
 
         d_step, g_step = self.schedule.d_steps(steps), self.schedule.g_steps(steps)
-        d = self._optimize(opt_d, "loss/d", lambda: self.objective.d_phase(critic, real, fake.detach(), d_step, self._noise_gen))
-        logs = d.logs
+        d_phase = functools.partial(self.objective.d_phase, critic, real, fake.detach(), d_step, self._noise_gen)
+        logs = self._optimize(opt_d, "loss/d", d_phase).logs
         if g_turn:
-            g = self._optimize(opt_g, "loss/g", lambda: self.objective.g_phase(critic, fake, g_step, self._noise_gen))
-            logs.update(g.logs)
+            g_phase = functools.partial(self.objective.g_phase, critic, fake, g_step, self._noise_gen)
+            logs.update(self._optimize(opt_g, "loss/g", g_phase).logs)
             if self.ema is not None:
                 self.ema.update(self.generator_ema, self.generator, g_step + 1)
         # "step" sets the logger's x-axis to global_step, the unit of max_steps and every interval;

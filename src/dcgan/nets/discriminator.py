@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dcgan.errors import check_int
+from dcgan.errors import ArgumentError, check_int
 from dcgan.nets.layers import init_dcgan_weights, num_resolution_doublings
 
 
@@ -36,7 +36,7 @@ class Discriminator(nn.Module):
         check_int("channels", channels, 1, "input image channels: 1 gray, 3 RGB (a packing D: more)", 3)
         check_int("ndf", ndf, 1, "D's base filters", 64)
         if norm not in ("batch", "none"):
-            raise ValueError(f"discriminator norm={norm}: expected batch or none.")
+            raise ArgumentError("norm", norm, "batch or none", "none")
         n_down = num_resolution_doublings(image_size)
         layers: list[nn.Module] = [
             nn.Conv2d(channels, ndf, 4, 2, 1, bias=False),  # (B, ndf, S/2, S/2)

@@ -6,14 +6,13 @@ import math
 
 from torch import nn
 
+from dcgan.errors import ArgumentError, is_int
+
 
 def num_resolution_doublings(image_size: int) -> int:
     """Stride-2 layers between the 4x4 base and ``image_size`` (e.g. 64 -> 4)."""
-    if image_size < 16 or image_size & (image_size - 1):
-        raise ValueError(
-            f"image_size={image_size} is not supported: DCGAN needs a power of two >= 16 "
-            "(16, 32, 64, 128, ...). Set data.image_size to one of those."
-        )
+    if not is_int(image_size) or image_size < 16 or image_size & (image_size - 1):
+        raise ArgumentError("image_size", image_size, "a power of two >= 16 (16, 32, 64, ...)", 64)
     return int(math.log2(image_size)) - 2
 
 

@@ -72,8 +72,10 @@ class DiffAugment(nn.Module):
         unknown = [p for p in self.policy if p not in POLICIES]
         if unknown:
             raise ArgumentError(
-                "policy", f"[{','.join(self.policy)}]", f"a list of {', '.join(POLICIES)} (unknown: {unknown}), or null "
-                "for none", "[translation,cutout]"
+                "policy",
+                f"[{','.join(self.policy)}]",
+                f"a list of {', '.join(POLICIES)} (unknown: {unknown}), or null for none",
+                "[translation,cutout]",
             )
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

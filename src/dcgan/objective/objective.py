@@ -50,16 +50,20 @@ class Objective(nn.Module):
             phase, needs = getattr(penalty, "phase", None), set(getattr(penalty, "needs", ()))
             if not callable(penalty) or not callable(getattr(penalty, "due", None)) or phase not in PHASES:
                 raise ArgumentError(
-                    f"penalty.{name}", type(penalty).__name__, "the Penalty interface (dcgan.objective.penalties): "
-                    f"phase in {PHASES}, needs, due(step), coefficient, interval and __call__(inputs)"
+                    f"penalty.{name}",
+                    type(penalty).__name__,
+                    "the Penalty interface (dcgan.objective.penalties): "
+                    f"phase in {PHASES}, needs, due(step), coefficient, interval and __call__(inputs)",
                 )
             if needs - set(NEEDS) or (phase == "G" and needs):
                 raise ArgumentError(f"penalty.{name}.needs", sorted(needs), f"a subset of {NEEDS} (D's phase only)")
         self.augment = augment if augment is not None else NoAugment()
         if not isinstance(self.augment, nn.Module):
             raise ArgumentError(
-                "augment", type(augment).__name__, "a torch.nn.Module whose forward(images, generator) returns the "
-                "augmented images (like dcgan.objective.augment.DiffAugment)"
+                "augment",
+                type(augment).__name__,
+                "a torch.nn.Module whose forward(images, generator) returns the "
+                "augmented images (like dcgan.objective.augment.DiffAugment)",
             )
 
     @property

@@ -1,8 +1,8 @@
 """The Hydra entry points, kept thin: ``dcgan-train``, ``dcgan-generate``, ``dcgan-evaluate`` (and ``python -m dcgan``).
 
 Each composes its config and calls a task function that takes the config and returns a result:
-``dcgan.tasks.train.train``, ``dcgan.tasks.generate.generate``, ``dcgan.tasks.evaluate.evaluate``. Here: what the command
-line needs around them (a missing extra named, the user's config dir, one-line errors and exit codes).
+``dcgan.tasks.train.train``, ``dcgan.tasks.generate.generate``, ``dcgan.tasks.evaluate.evaluate``. Here: what
+the command line needs around them (a missing extra named, the user's config dir, one-line errors and exit codes).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from dcgan.platform.configs import CONF_DIR, CONFIG_DIR_ENV
 from dcgan.errors import UserError
-from dcgan.tasks.evaluate import evaluate
+from dcgan.platform.configs import CONF_DIR, CONFIG_DIR_ENV
 from dcgan.platform.extras import MissingExtra, check_command_line
 from dcgan.platform.validation import check_run_dirs
+from dcgan.tasks.evaluate import evaluate
 from dcgan.tasks.generate import generate
 from dcgan.tasks.train import resume_command, train
 
@@ -123,5 +123,5 @@ def evaluate_main(cfg: DictConfig) -> None:
         _exit_with(err)
 
 
-if __name__ == "__main__":  # python -m dcgan.platform.cli: how dcgan.platform.distributed starts the other DDP ranks of a job
+if __name__ == "__main__":  # python -m dcgan.platform.cli: how dcgan.platform.distributed starts the other DDP ranks
     main()

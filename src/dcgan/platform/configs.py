@@ -15,4 +15,4 @@ def _conf_dir() -> Path:
 
 CONF_DIR = _conf_dir()
 CONFIG_DIR_ENV = "DCGAN_CONFIG_DIR"  # a folder of the user's own config options, searched before the shipped ones
-register_resolvers()  # whoever locates conf/ gets the resolvers it uses (${dcgan.fast_precision:...}, ${dcgan.protocol:...})
+register_resolvers()  # whoever locates conf/ gets the resolvers it uses (dcgan.fast_precision, dcgan.protocol)

@@ -167,6 +167,17 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError("\n".join(found) if len(found) == 1 else "Bad config values:\n  " + "\n  ".join(found))
 
 
+def _with_options(err: ArgumentError) -> str:
+    """The message, plus the shipped options where the bad value is a whole node of a config group (model.loss)."""
+    from dcgan.platform.configs import CONF_DIR
+
+    group = CONF_DIR.joinpath(*err.argument.split("."))
+    if not group.is_dir():
+        return str(err)
+    options = " | ".join(sorted(p.stem for p in group.glob("*.yaml")))
+    return f"{err} Options: {err.argument.replace('.', '/')}={options}, or {err.argument}._target_=<your class>."
+
+
 @contextlib.contextmanager
 def user_errors(prefix: str = "") -> Iterator[None]:
     """Turn the errors torch, Hydra's instantiate and Lightning raise for a config mistake into a ConfigError.
@@ -178,7 +189,7 @@ def user_errors(prefix: str = "") -> Iterator[None]:
     try:
         yield
     except ArgumentError as err:
-        raise ConfigError(str(err.at(prefix))) from None
+        raise ConfigError(_with_options(err.at(prefix))) from None
     except UserError:
         raise
     except (InstantiationException, ValueError, TypeError, MisconfigurationException) as err:
@@ -186,7 +197,7 @@ def user_errors(prefix: str = "") -> Iterator[None]:
         while isinstance(root, InstantiationException) and root.__cause__ is not None:
             root = root.__cause__
         if isinstance(root, ArgumentError):
-            raise ConfigError(str(root.at(prefix))) from None
+            raise ConfigError(_with_options(root.at(prefix))) from None
         if isinstance(root, UserError):
             raise root from None
         if isinstance(err, TypeError) and root is err:

@@ -26,10 +26,16 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from dcgan.lightning.checkpoint_io import AtomicCheckpointIO
-from dcgan.platform.distributed import RANK_CONFIG, describe_devices, find_unused_parameters, job_scope, use_job_rank_launcher
-from dcgan.platform.extras import NEEDS, installed, require
-from dcgan.metrics.callback import QualityMetrics
 from dcgan.lightning.requeue import lightning_cluster_plugins, requeueing_job
+from dcgan.metrics.callback import QualityMetrics
+from dcgan.platform.distributed import (
+    RANK_CONFIG,
+    describe_devices,
+    find_unused_parameters,
+    job_scope,
+    use_job_rank_launcher,
+)
+from dcgan.platform.extras import NEEDS, installed, require
 from dcgan.platform.validation import check_train_config, user_errors
 
 log = logging.getLogger("dcgan")
