@@ -15,8 +15,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from dcgan.platform.configs import CONF_DIR
 from dcgan.data import InMemoryDataModule
+from dcgan.platform.configs import CONF_DIR
 from tests.formats import write_idx_images, write_idx_labels
 
 # Shrinks a run to seconds on 2 CPU cores while keeping the real code paths.

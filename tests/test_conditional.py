@@ -10,10 +10,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from PIL import Image
 
+from dcgan.nets import Discriminator, Generator
 from dcgan.platform.configs import CONF_DIR
 from dcgan.tasks.generate import generate, load_model
 from dcgan.tasks.train import train
-from dcgan.nets import Discriminator, Generator
 from tests.conftest import TINY
 
 

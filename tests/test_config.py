@@ -7,8 +7,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from dcgan.platform.configs import CONF_DIR
 from dcgan.lightning.module import DCGAN
+from dcgan.platform.configs import CONF_DIR
 
 GROUPS = ["data", "model", "trainer", "logger", "callbacks", "experiment", "debug"]
 

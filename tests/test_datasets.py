@@ -11,9 +11,9 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from dcgan.tasks.train import train
 from dcgan.data import CelebADataModule, CIFAR10DataModule, DataError, ImageFolderDataModule, MNISTDataModule
 from dcgan.data.mnist import FashionMNISTDataModule
+from dcgan.tasks.train import train
 from tests.conftest import TINY
 from tests.formats import write_celeba, write_cifar, write_folder, write_idx_images
 

@@ -11,8 +11,8 @@ import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
 
-from dcgan.tasks.train import train
 from dcgan.errors import DivergenceError
+from dcgan.tasks.train import train
 from tests.conftest import TINY, train_py
 from tests.test_sweeps import job_dirs
 

@@ -5,9 +5,9 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dcgan.tasks.train import train
 from dcgan.data import DataError
 from dcgan.lightning.module import DCGAN
+from dcgan.tasks.train import train
 from tests.conftest import TINY
 
 
