@@ -97,9 +97,9 @@ def test_truncated_mnist_file_is_refused_before_training(mnist_root: Path) -> No
 
 
 def test_bad_mnist_options_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="data.fit='crop'"):
+    with pytest.raises(ValueError, match="^fit='crop': expected pad or resize"):
         MNISTDataModule(data_dir=str(tmp_path), fit="crop")
-    with pytest.raises(DataError, match="data.split='val'"):
+    with pytest.raises(ValueError, match="^split='val': expected one of"):
         MNISTDataModule(data_dir=str(tmp_path), split="val")
 
 

@@ -102,3 +102,14 @@ def test_the_schedule_counts_d_and_g_steps_from_the_optimizer_steps() -> None:
     assert [s.g_turn(t) for t in starts] == [False, True, False, True]
     assert [s.d_steps(t) for t in starts] == [0, 1, 2, 3]
     assert [s.g_steps(t) for t in starts] == [0, 0, 1, 1]
+
+
+def test_a_checkpoint_of_the_pre_release_layout_is_refused_in_one_line(tmp_path) -> None:
+    from dcgan.errors import UserError
+    from dcgan.tasks.generate import load_model
+
+    old = {"generator": {}, "discriminator": {}, "optim": {}, "n_critic": 1, "gp_weight": None, "r1_weight": 0.0}
+    torch.save({"hyper_parameters": old, "state_dict": {}, "global_step": 10}, tmp_path / "old.ckpt")
+    expected = r"pre-release .*\['gp_weight', 'n_critic', 'r1_weight'\].*Fix: retrain"
+    with pytest.raises(UserError, match=expected):
+        load_model(str(tmp_path / "old.ckpt"), device="cpu")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dcgan.data.base import DataError, InMemoryDataModule, file_fingerprint
 from dcgan.data.loader import ResumableBatches, ShardedPermutation, WorkerBatchLoader
-from dcgan.errors import check_int
+from dcgan.errors import ArgumentError, check_int
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -263,7 +263,7 @@ class CelebADataModule(ImageFilesDataModule):
     ) -> None:
         super().__init__(image_size, channels, batch_size, seed, cache, cache_dir, num_workers, crop)
         if split not in self.SPLITS:
-            raise DataError(f"data.split={split!r}: expected one of {list(self.SPLITS)}.")
+            raise ArgumentError("split", repr(split), f"one of {list(self.SPLITS)}", "all")
         self.base = Path(data_dir).expanduser().resolve() / "celeba"
         self.split, self.download = split, download
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from dcgan.data.base import DataError, InMemoryDataModule
+from dcgan.errors import ArgumentError
 
 _IMAGE_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
 _LABEL_FILES = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
@@ -83,10 +84,10 @@ class MNISTDataModule(InMemoryDataModule):
         super().__init__(image_size, channels, batch_size, seed, cache_dir)
         for key, value in (("split", split), ("eval_split", eval_split)):
             if value not in _IMAGE_FILES:
-                raise DataError(f"data.{key}={value!r}: expected one of {sorted(_IMAGE_FILES)}.")
+                raise ArgumentError(key, repr(value), f"one of {sorted(_IMAGE_FILES)}", "test")
         self.eval_split = eval_split
         if fit not in ("pad", "resize"):
-            raise DataError(f"data.fit={fit!r}: expected 'pad' or 'resize'.")
+            raise ArgumentError("fit", repr(fit), "pad or resize", "pad")
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.split, self.fit, self.download = split, fit, download
 

@@ -4,6 +4,7 @@ the paper's vector arithmetic; ``load_model(path)`` gives the trained DCGAN for 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 from pathlib import Path
@@ -13,12 +14,14 @@ import torch
 from omegaconf import DictConfig
 
 from dcgan.analysis import sampling
+from dcgan.errors import UserError
 from dcgan.lightning.module import DCGAN
 
 log = logging.getLogger("dcgan")
 
 
-def _device(name: str) -> torch.device:
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA where there is a GPU, else the CPU; otherwise the device named (``cpu``, ``cuda:1``)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
 
 
@@ -29,7 +32,14 @@ def load_model(ckpt_path: str, device: str = "auto", ema: bool = True) -> DCGAN:
         raise FileNotFoundError(
             f"ckpt_path={ckpt_path}: no such checkpoint. Runs keep theirs in <run dir>/checkpoints/."
         )
-    model = DCGAN.load_from_checkpoint(path, map_location=_device(device), weights_only=False).eval()
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    unknown = set(checkpoint.get("hyper_parameters", {})) - set(inspect.signature(DCGAN.__init__).parameters)
+    if unknown:
+        raise UserError(
+            f"ckpt_path={ckpt_path}: written by an earlier pre-release of dcgan (its model has {sorted(unknown)}, "
+            "which this version's DCGAN does not take). Fix: retrain, or sample it with the commit that wrote it."
+        )
+    model = DCGAN.load_from_checkpoint(path, map_location=pick_device(device), weights_only=False).eval()
     if not ema:
         model.generator_ema = None
     return model
