@@ -80,8 +80,8 @@ def test_ddp_keeps_ranks_in_step_with_penalties_augment_and_labels(tmp_path: Pat
     every rank ends with the same G and D, and the penalties were logged."""
     variants = [
         "experiment=wgan_gp",
-        "model.r1_weight=1",
-        "model.r1_interval=1",
+        "model/penalty=[gp,r1]",
+        "model.penalty.r1.interval=1",
         "model.augment.policy=[translation,cutout]",
     ]
     variants += ["model.num_classes=10", "trainer.max_steps=12", "trainer.log_every_n_steps=1"]

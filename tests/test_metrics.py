@@ -14,9 +14,7 @@ import torch.multiprocessing as mp
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from dcgan.platform.configs import CONF_DIR
 from dcgan.data import DataError, DigitsDataModule, MNISTDataModule
-from dcgan.tasks.evaluate import evaluate, load_images
 from dcgan.metrics import maths
 from dcgan.metrics.build import Extractors, build_suite
 from dcgan.metrics.callback import QualityMetrics
@@ -26,6 +24,8 @@ from dcgan.metrics.protocols import Protocol, count_label
 from dcgan.metrics.reference import ReferenceStats, load_stats, save_stats
 from dcgan.metrics.suite import QualitySuite, Settings
 from dcgan.nets import Generator
+from dcgan.platform.configs import CONF_DIR
+from dcgan.tasks.evaluate import evaluate, load_images
 from tests.formats import write_idx_images, write_idx_labels
 from tests.inception_file import write_random_inception_weights
 
@@ -202,7 +202,7 @@ def test_reference_statistics_are_cached_and_a_changed_file_or_setting_misses(tm
     assert len(calls) == 2
     build(steps=6)  # another classifier (other weights)
     assert len(calls) == 3
-    build(image_size=28)  # another resolution
+    build(image_size=16)  # another resolution
     assert len(calls) == 4
     rng = np.random.default_rng(1)  # the test split's images file changes (same size)
     write_idx_images(root / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (64, 28, 28)))

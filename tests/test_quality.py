@@ -12,10 +12,6 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dcgan.analysis import sampling
-from dcgan.platform.configs import CONF_DIR
-from dcgan.tasks.evaluate import evaluate
-from dcgan.tasks.generate import generate
-from dcgan.tasks.train import train
 from dcgan.data import DigitsDataModule, ImageFolderDataModule, to_unit_range
 from dcgan.metrics import QualitySuite, cached_classifier, class_coverage, train_classifier
 from dcgan.metrics.callback import QualityMetrics
@@ -23,6 +19,10 @@ from dcgan.metrics.classifier import DigitClassifier, HeldOutClassifier
 from dcgan.metrics.extractors import ClassifierExtractor
 from dcgan.metrics.protocols import Protocol
 from dcgan.metrics.reference import compute_reference
+from dcgan.platform.configs import CONF_DIR
+from dcgan.tasks.evaluate import evaluate
+from dcgan.tasks.generate import generate
+from dcgan.tasks.train import train
 from tests.conftest import TINY, fit
 from tests.test_module import make_module, one_batch_data
 
@@ -80,7 +80,7 @@ def test_metrics_follow_what_the_data_and_weights_allow(tmp_path: Path, monkeypa
     assert QualityMetrics().names(DIGITS) == ["val/cfid1k_train", "val/coverage1k"]
     assert QualityMetrics().names(DIGITS, conditional=True)[-1] == "val/class_acc1k"
     assert QualityMetrics().available(folder) == []
-    with pytest.raises(ValueError, match="classifier=on needs a data set with class labels"):
+    with pytest.raises(ValueError, match="classifier=on: expected auto or off for .*, which has no class labels"):
         QualityMetrics(classifier="on").available(folder)
     with pytest.raises(FileNotFoundError, match=r"Inception weights not found.*pt_inception-2015-12-05"):
         QualityMetrics(inception="on", inception_weights=str(tmp_path / "nope.pth")).available(DIGITS)
@@ -118,7 +118,7 @@ def test_ema_tracks_the_generator_and_is_what_sample_uses() -> None:
     from dcgan.objective.ema import EMA
 
     module = make_module()
-    module.ema_rule = EMA(decay=0.9)
+    module.ema = EMA(decay=0.9)
     module.generator_ema = __import__("copy").deepcopy(module.generator).requires_grad_(False)
     start = [p.clone() for p in module.generator.parameters()]
     datamodule, _ = one_batch_data()
@@ -131,13 +131,15 @@ def test_ema_tracks_the_generator_and_is_what_sample_uses() -> None:
     torch.testing.assert_close(module.sample(), module.generator_ema(module.fixed_noise))
 
 
-def test_bad_ema_decay_is_refused() -> None:
-    from dcgan.lightning.module import DCGAN
+def test_bad_ema_decay_is_refused_under_its_key(make_cfg) -> None:
+    from dcgan.objective.ema import EMA
+    from dcgan.platform.validation import ConfigError
+    from dcgan.tasks.train import train
 
-    with pytest.raises(ValueError, match=r"model.ema.decay=1.5: expected a decay in \(0, 1\)"):
-        DCGAN({}, {}, {}, ema={"_target_": "dcgan.objective.ema.EMA", "decay": 1.5})
-    with pytest.raises(ValueError, match="model.ema.decay=1.5"):  # the key of checkpoints before model.ema
-        DCGAN({}, {}, {}, ema_decay=1.5)
+    with pytest.raises(ValueError, match=r"^decay=1.5: expected a decay in \(0, 1\)"):
+        EMA(decay=1.5)
+    with pytest.raises(ConfigError, match=r"^model.ema.decay=1.5: expected a decay in \(0, 1\)"):
+        train(make_cfg(["model/ema=average", "model.ema.decay=1.5"]))
 
 
 def test_slerp_starts_and_ends_at_the_endpoints() -> None:

@@ -40,10 +40,10 @@ def test_multirun_gives_each_job_its_own_dir(tmp_path: Path) -> None:
 def test_a_failing_job_leaves_the_finished_ones_complete(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = train_py(
-        ["-m", "model.n_critic=1,0", "trainer.max_steps=4", f"hydra.sweep.dir={sweep}"], tmp_path, check=False
+        ["-m", "model.schedule.n_critic=1,0", "trainer.max_steps=4", f"hydra.sweep.dir={sweep}"], tmp_path, check=False
     )
     assert proc.returncode != 0
-    assert "model.n_critic=0: expected an integer >= 1" in proc.stderr
+    assert "model.schedule.n_critic=0: expected an integer >= 1" in proc.stderr
     first = sweep / "0"
     assert (first / "checkpoints" / "last.ckpt").is_file() and list(first.rglob("events.out.tfevents.*"))
 
@@ -141,7 +141,7 @@ def test_optuna_search_of_two_trials(tmp_path: Path) -> None:
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["name"] == "optuna" and results["best_value"] > 0
     searched = set(results["best_params"])
-    assert {"model.optim.lr", "model.optim.betas.0", "model.n_critic"} <= searched
+    assert {"model.optim.lr", "model.optim.betas.0", "model.schedule.n_critic"} <= searched
     assert "data.batch_size" not in searched  # set on the command line (TINY): fixed, not searched
     assert len(job_dirs(sweep)) == 2, proc.stdout[-2000:]
 

@@ -217,5 +217,5 @@ class DivergenceGuard(EveryNBatches):
             else "No checkpoint was written before it. Start again with a smaller learning rate (model.optim.lr=1e-4)"
         )
         raise DivergenceError(
-            f"Training diverged: {what}. {resume}, or a more stable objective (model/loss=hinge, model.r1_weight=1)."
+            f"Training diverged: {what}. {resume}, or a more stable objective (model/loss=hinge, model/penalty=[r1])."
         )

@@ -14,6 +14,7 @@ from dcgan.metrics.classifier import cached_classifier
 from dcgan.metrics.extractors import ClassifierExtractor, Extractor, InceptionExtractor
 from dcgan.metrics.protocols import Protocol
 from dcgan.metrics.reference import ReferenceStats, cached_reference, compute_reference, reference_key
+from dcgan.metrics.registry import METRICS
 from dcgan.metrics.suite import QualitySuite, Settings
 
 log = logging.getLogger(__name__)
@@ -78,14 +79,11 @@ def build_suite(
     for kind, split in sorted({(p.extractor, p.split) for p in protocols if p.split}):
         wanted = [p for p in protocols if (p.extractor, p.split) == (kind, split)]
         n = max(p.num_samples for p in wanted)
-        keep = {p.output for p in wanted if p.metric == "kid"}
+        keep = {p.output for p in wanted if METRICS[p.metric].reference_features}
         real = dm.for_split(split)
         n = min(n, real.num_images())  # the whole split when it has no more: one cache entry for any larger N
-        if keep and settings.kid_subset_size is not None and settings.kid_subset_size > n:
-            raise ValueError(
-                f"KID subset size {settings.kid_subset_size} > the {n} real images of the {split} split: "
-                f"set kid_subset_size <= {n} (or null)."
-            )
+        for p in wanted:
+            METRICS[p.metric].check(p, settings, num_real=n)
         extractor = extractors[kind].to(device)
         path = None
         if how.cache_dir is not None:
@@ -115,11 +113,13 @@ def build_suite(
 def check_data(dm: InMemoryDataModule, protocols: list[Protocol]) -> None:
     """Raise DataError now when ``dm`` cannot serve what ``protocols`` need (labels, a test split)."""
     kinds = {p.extractor for p in protocols}
-    if kinds & {"classifier", "heldout"} and getattr(dm, "num_classes", None) is None:
-        raise DataError(f"{dm.name} has no class labels: cfid, coverage, class_acc and hfid need a labelled data set.")
+    labelled = [p.name for p in protocols if p.extractor in ("classifier", "heldout")]
+    if labelled and getattr(dm, "num_classes", None) is None:
+        raise DataError(f"{dm.name} has no class labels: {', '.join(labelled)} need a labelled data set.")
     for split in sorted({p.split for p in protocols if p.split} | ({"test"} if "heldout" in kinds else set())):
         if split != dm.current_split and split not in dm.splits:
-            names = ", ".join(p.name for p in protocols if p.split == split) or "hfid"
+            needing = [p for p in protocols if p.split == split or (p.extractor == "heldout" and split == "test")]
+            names = ", ".join(p.name for p in needing)
             raise DataError(
                 f"{names}: {dm.name} has no {split!r} split (it has {', '.join(dm.splits)}). "
                 f"Name protocols against {' or '.join(dm.splits)}."

@@ -5,22 +5,24 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from dcgan.data.base import DataError
-from dcgan.errors import ArgumentError, check_int
+from dcgan.errors import check_int
 from dcgan.metrics.build import Extractors, build_suite, check_data
 from dcgan.metrics.extractors import inception_weights, missing_inception_message
-from dcgan.metrics.protocols import Protocol, protocols_for
+from dcgan.metrics.protocols import Protocol
+from dcgan.metrics.registry import register_extra
+from dcgan.metrics.select import available_protocols, check_modes, chosen_protocols
 from dcgan.metrics.suite import QualitySuite, Settings, validate
 
 log = logging.getLogger(__name__)
-
-MODES = ("auto", "on", "off")
 
 
 class QualityMetrics(L.Callback):
@@ -36,6 +38,8 @@ class QualityMetrics(L.Callback):
     ``inception``: ``fid``, ``kid``, ``is`` from the Inception weights file at ``inception_weights`` (or
     ``$DCGAN_INCEPTION_WEIGHTS``). ``heldout``: ``hfid`` from the held-out scorer (trained on the test split).
     ``auto`` uses what is available and says once what is not; ``on`` makes a missing prerequisite an error.
+    ``extra``: more metrics, ``{label: Metric}`` (config: ``_target_`` nodes of ``dcgan.metrics.Metric``
+    subclasses), registered and logged as ``val/<name><count>[_<split>]`` when their extractor is on.
     Samples use a fixed seed, so epochs compare; under DDP each rank generates and scores its share.
     Skipped under ``fast_dev_run``.
     """
@@ -56,19 +60,15 @@ class QualityMetrics(L.Callback):
         kid_subset_size: int | None = None,
         cache_dir: str | None = None,
         seed: int = 0,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        modes = {"classifier": classifier, "inception": inception, "heldout": heldout}
-        for key, value in modes.items():
-            if isinstance(value, bool):  # YAML reads a bare off/on as a boolean
-                modes[key] = value = "on" if value else "off"
-            if value not in MODES:
-                raise ArgumentError(key, repr(value), f"one of {', '.join(MODES)}", "auto")
+        self.modes = check_modes(classifier=classifier, inception=inception, heldout=heldout)
         check_int("every_n_epochs", every_n_epochs, 1, "epochs between scores; ~callbacks.quality turns it off", 1)
         check_int("min_batches", min_batches, 0, "training batches between two scores", 100)
         check_int("num_samples", num_samples, 2, "generated images per score", 1000)
         self.every_n_epochs, self.min_batches = every_n_epochs, min_batches
         self.num_samples, self.reference = num_samples, reference
-        self.modes = modes
+        self.extra = register_extra(extra)  # their names
         self.inception_path = inception_weights
         self.settings = Settings(kid_subset_size=kid_subset_size, batch_size=batch_size, seed=seed)
         self.how = Extractors(
@@ -80,39 +80,17 @@ class QualityMetrics(L.Callback):
         self.suite: QualitySuite | None = None
         self.seconds = 0.0  # spent monitoring: classifier training on first use, reference statistics, scoring
         self._started = 0.0
-        validate(self.protocols(labelled=True, inception=True, heldout=True), self.settings)
+        validate(chosen_protocols(self.modes, num_samples, reference, self.extra), self.settings)
 
-    def protocols(self, labelled: bool, inception: bool, heldout: bool) -> list[Protocol]:
-        metrics = []
-        if labelled and self.modes["classifier"] != "off":
-            metrics += ["cfid", "coverage", "class_acc"]
-        if inception and self.modes["inception"] != "off":
-            metrics += ["fid", "kid", "is"]
-        if labelled and heldout and self.modes["heldout"] != "off":
-            metrics += ["hfid"]
-        protocols = protocols_for(metrics, self.num_samples, self.reference)
-        return [Protocol("hfid", p.num_samples, "test") if p.metric == "hfid" else p for p in protocols]
-
-    def available(self, datamodule: L.LightningDataModule) -> list[Protocol]:
-        """The protocols this callback will log for ``datamodule`` (raises for ``on`` without its input)."""
-        name = getattr(datamodule, "name", type(datamodule).__name__)
-        labelled = getattr(datamodule, "num_classes", None) is not None
-        for key in ("classifier", "heldout"):
-            if self.modes[key] == "on" and not labelled:
-                raise ValueError(
-                    f"callbacks.quality.{key}=on needs a data set with class labels; {name} has none. Use auto or off."
-                )
-        has_test = "test" in getattr(datamodule, "splits", ())
-        if self.modes["heldout"] == "on" and not has_test:
-            raise ValueError(f"callbacks.quality.heldout=on needs a test split; {name} has none. Use auto or off.")
-        weights = inception_weights(self.inception_path)
-        if self.modes["inception"] == "on" and weights is None:
-            raise FileNotFoundError(missing_inception_message(self.inception_path))
-        return self.protocols(labelled, weights is not None, has_test)
+    def available(self, datamodule: L.LightningDataModule, conditional: bool = True) -> list[Protocol]:
+        """The protocols this callback scores for ``datamodule`` (raises for ``on`` without its input)."""
+        return available_protocols(
+            datamodule, self.modes, self.num_samples, self.reference, self.inception_path, self.extra, conditional
+        )
 
     def names(self, datamodule: L.LightningDataModule, conditional: bool = False) -> list[str]:
         """The ``val/*`` keys a run on ``datamodule`` logs (``class_acc`` only for a conditional G)."""
-        return [f"val/{p.name}" for p in self.available(datamodule) if p.metric != "class_acc" or conditional]
+        return [f"val/{p.name}" for p in self.available(datamodule, conditional)]
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Check every prerequisite and size now, before any training."""
@@ -122,8 +100,10 @@ class QualityMetrics(L.Callback):
             check_data(trainer.datamodule, protocols)
         if self.modes["inception"] == "auto" and not any(p.extractor == "inception" for p in protocols):
             rank_zero_warn(f"FID/KID/IS are off for this run: {missing_inception_message(self.inception_path)}")
-        conditional = bool(pl_module.hparams.get("num_classes"))
-        shown = [f"val/{p.name}" for p in protocols if p.metric != "class_acc" or conditional]
+        scored = {p.metric for p in protocols}
+        if off := [name for name in self.extra if name not in scored]:
+            rank_zero_warn(f"{', '.join(off)} off for this run: the extractor is off or lacks its inputs (labels).")
+        shown = self.names(trainer.datamodule, conditional=bool(pl_module.hparams.get("num_classes")))
         rank_zero_info(
             "Quality monitor: "
             + (", ".join(shown) if shown else "no metric for this data set")

@@ -2,7 +2,8 @@
 
 ``fid10k_test`` is the Inception FID of 10,000 generated images against the test split (all of it, or
 10,000 of its images when it has more, drawn with a fixed seed). Metrics that compare with no real images
-(``is``, ``coverage``, ``class_acc``) have no split: ``is50k``.
+(``is``, ``coverage``, ``class_acc``) have no split: ``is50k``. The metric names are those registered in
+``dcgan.metrics.registry.METRICS``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# metric -> (feature extractor, its output, whether it compares with real images)
-METRICS: dict[str, tuple[str, str, bool]] = {
-    "fid": ("inception", "pool", True),  # Heusel et al. 2017, torch-fidelity's TF-Inception port, pool3 (2048-d)
-    "kid": ("inception", "pool", True),  # Binkowski et al. 2018, cubic kernel, 100 subsets
-    "is": ("inception", "logits", False),  # Salimans et al. 2016, 10 splits
-    "cfid": ("classifier", "features", True),  # the training-time classifier (trained on the train split)
-    "coverage": ("classifier", "logits", False),  # exp(entropy of the predicted classes) / classes
-    "class_acc": ("classifier", "logits", False),  # conditional G: how often the class asked for is seen
-    "hfid": ("heldout", "features", True),  # the held-out scorer (trained on the test split only)
-}
+from dcgan.metrics.registry import METRICS
+
 _NAME = re.compile(r"^(?P<metric>[a-z_]+?)(?P<count>\d+(?:\.\d+)?k|\d+)(?:_(?P<split>[a-z]+))?$")
 
 
@@ -41,7 +34,7 @@ class Protocol:
             raise ValueError(f"metric {self.metric!r}: expected one of {', '.join(METRICS)}.")
         if self.num_samples < 2:
             raise ValueError(f"{self.metric} with {self.num_samples} samples: expected at least 2 generated images.")
-        needs_split = METRICS[self.metric][2]
+        needs_split = METRICS[self.metric].reference
         if needs_split and not self.split:
             raise ValueError(f"{self.metric} compares with real images: name a split, e.g. {self.metric}10k_test.")
         if not needs_split and self.split:
@@ -57,11 +50,11 @@ class Protocol:
 
     @property
     def extractor(self) -> str:
-        return METRICS[self.metric][0]
+        return METRICS[self.metric].extractor
 
     @property
     def output(self) -> str:
-        return METRICS[self.metric][1]
+        return METRICS[self.metric].output
 
     def __str__(self) -> str:
         return self.name
@@ -81,8 +74,16 @@ class Protocol:
 
 
 def protocols_for(metrics: list[str], num_samples: int, split: str) -> list[Protocol]:
-    """One protocol per metric name, with ``num_samples`` generated images, against ``split`` where it compares."""
-    return [Protocol(m, num_samples, split if m in METRICS and METRICS[m][2] else None) for m in metrics]
+    """One protocol per metric name, with ``num_samples`` generated images, against ``split`` where it compares
+    (or the metric's own fixed split: ``hfid`` against test)."""
+    return [Protocol(m, num_samples, _split(m, split)) for m in metrics]
+
+
+def _split(metric: str, split: str) -> str | None:
+    known = METRICS.get(metric)
+    if known is None or not known.reference:
+        return None  # Protocol says what is wrong with an unknown name
+    return known.split or split
 
 
 def monitor_key(metric: str, num_samples: int, split: str) -> str:

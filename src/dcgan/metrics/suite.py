@@ -1,4 +1,5 @@
-"""Score generated images under named protocols: one extractor pass per image feeds every metric that uses it.
+"""Score generated images under named protocols: one extractor pass per image feeds every metric that uses it;
+each protocol's value comes from its registered metric (``dcgan.metrics.registry``).
 
 Under DDP each rank generates and extracts its share of the samples (the same z as a single process would
 draw for those indices); the outputs are gathered in index order and every rank computes the same numbers.
@@ -14,9 +15,9 @@ import torch
 import torch.distributed as dist
 
 from dcgan.metrics.extractors import Extractor
-from dcgan.metrics.maths import class_coverage, feature_stats, frechet_distance, inception_score, kernel_distance
 from dcgan.metrics.protocols import Protocol
 from dcgan.metrics.reference import ReferenceStats
+from dcgan.metrics.registry import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +36,7 @@ class Settings:
 def validate(protocols: list[Protocol], settings: Settings) -> None:
     """Raise ValueError now, before any training, for sizes a protocol cannot be computed with."""
     for p in protocols:
-        if p.metric == "kid" and settings.kid_subset_size is not None and settings.kid_subset_size > p.num_samples:
-            raise ValueError(
-                f"{p.name}: KID subset size {settings.kid_subset_size} > {p.num_samples} generated images. "
-                f"Set kid_subset_size <= {p.num_samples} (or null: min(1000, images)), or score more images."
-            )
-        if p.metric == "is" and p.num_samples < settings.is_splits:
-            raise ValueError(
-                f"{p.name}: the Inception score splits {p.num_samples} images into {settings.is_splits}; "
-                f"score at least {settings.is_splits} images."
-            )
-        if p.metric == "hfid" and p.split != "test":
-            raise ValueError(f"{p.name}: the held-out scorer is trained on the test split; use hfid{p.count}_test.")
+        METRICS[p.metric].check(p, settings)
 
 
 class QualitySuite:
@@ -116,22 +106,17 @@ class QualitySuite:
     def compute(self, outputs: dict[str, dict[str, torch.Tensor]], labels: torch.Tensor | None) -> dict[str, float]:
         """The protocols' values from extracted outputs of the generated images (in sample order)."""
         results: dict[str, float] = {}
-        s = self.settings
         for p in self.protocols:
+            metric = METRICS[p.metric]
+            if metric.conditional_only and labels is None:
+                continue
             value = outputs[p.extractor][p.output][: p.num_samples]
-            if p.metric in ("fid", "cfid", "hfid"):
-                mu, sigma = self.references[(p.extractor, p.split)].stats[p.output]
-                results[p.name] = frechet_distance(*feature_stats(value), mu, sigma)
-            elif p.metric == "kid":
-                real = self.references[(p.extractor, p.split)].features[p.output]
-                size = s.kid_subset_size or min(1000, len(value), len(real))
-                results[p.name], results[f"{p.name}_std"] = kernel_distance(real, value, s.kid_subsets, size)
-            elif p.metric == "is":
-                results[p.name], results[f"{p.name}_std"] = inception_score(value, s.is_splits)
-            elif p.metric == "coverage":
-                results[p.name] = class_coverage(value, value.size(1))
-            elif p.metric == "class_acc" and labels is not None:
-                results[p.name] = (value.argmax(1) == labels[: p.num_samples]).float().mean().item()
+            reference = self.references[(p.extractor, p.split)] if p.split else None
+            given = None if labels is None else labels[: p.num_samples]
+            computed = metric.compute(value, reference, given, self.settings)
+            if not isinstance(computed, dict):
+                computed = {"": computed}
+            results.update({f"{p.name}{suffix}": float(v) for suffix, v in computed.items()})
         return results
 
 

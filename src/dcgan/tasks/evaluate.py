@@ -14,19 +14,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 
+from dcgan.analysis.probe import linear_probe
 from dcgan.data.base import DataError, to_unit_range
+from dcgan.errors import ArgumentError
 from dcgan.metrics.build import Extractors, build_suite, check_data
-from dcgan.metrics.callback import QualityMetrics
 from dcgan.metrics.extractors import inception_weights
+from dcgan.metrics.library import frechet_metric
 from dcgan.metrics.protocols import Protocol
 from dcgan.metrics.reference import ReferenceStats, load_stats, save_stats
+from dcgan.metrics.registry import register_extra
+from dcgan.metrics.select import available_protocols, check_modes
 from dcgan.metrics.suite import QualitySuite, Settings
-from dcgan.analysis.probe import linear_probe
 
 log = logging.getLogger("dcgan")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-FID_OF = {"inception": "fid", "classifier": "cfid", "heldout": "hfid"}  # the Frechet metric of each extractor
 
 
 def load_images(path: Path, limit: int | None = None, channels: int = 3) -> torch.Tensor:
@@ -63,8 +65,13 @@ def load_images(path: Path, limit: int | None = None, channels: int = 3) -> torc
 
 
 def _protocols(cfg: DictConfig, dm: Any, num_samples: int) -> list[Protocol]:
-    monitor = QualityMetrics(num_samples=num_samples, reference=cfg.reference, **cfg.quality)
-    protocols = monitor.available(dm)
+    q = cfg.quality
+    try:
+        modes = check_modes(classifier=q.classifier, inception=q.inception, heldout=q.heldout)
+        extra = register_extra(q.get("extra"))
+        protocols = available_protocols(dm, modes, num_samples, cfg.reference, q.inception_weights, extra)
+    except ArgumentError as err:
+        raise err.at("quality") from None
     if not protocols:
         raise DataError(
             f"No quality metric can score {dm.name}: it has no labels and no Inception weights are set. Set "
@@ -79,11 +86,11 @@ def _read_stats(cfg: DictConfig, suite: QualitySuite, num_samples: int) -> None:
     kind = cfg.stats.extractor
     if kind not in suite.extractors:
         raise DataError(f"stats.extractor={kind}: this evaluation has no {kind} features ({sorted(suite.extractors)}).")
-    output = "pool" if kind == "inception" else "features"
-    dim = next(ref.stats[output][0].shape[0] for (k, _), ref in suite.references.items() if k == kind)
+    frechet = frechet_metric(kind)
+    dim = next(ref.stats[frechet.output][0].shape[0] for (k, _), ref in suite.references.items() if k == kind)
     mu, sigma = load_stats(Path(cfg.stats.read).expanduser(), dim=dim)
-    suite.references[(kind, "stats")] = ReferenceStats(num_images=0, stats={output: (mu, sigma)})
-    suite.protocols.append(Protocol(FID_OF[kind], num_samples, "stats"))
+    suite.references[(kind, "stats")] = ReferenceStats(num_images=0, stats={frechet.output: (mu, sigma)})
+    suite.protocols.append(Protocol(frechet.name, num_samples, "stats"))
 
 
 def _write_stats(cfg: DictConfig, suite: QualitySuite) -> Path:
@@ -94,9 +101,8 @@ def _write_stats(cfg: DictConfig, suite: QualitySuite) -> Path:
         raise DataError(
             f"stats.write: no {kind} reference statistics of the {split} split in this evaluation ({have})."
         )
-    output = "pool" if kind == "inception" else "features"
     path = Path(cfg.stats.write).expanduser()
-    save_stats(path, *ref.stats[output])
+    save_stats(path, *ref.stats[frechet_metric(kind).output])
     log.info("Reference statistics (%s, %s split, %d images): %s", kind, split, ref.num_images, path)
     return path
 

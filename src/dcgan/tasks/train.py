@@ -212,8 +212,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         with user_errors("model"):
             model = instantiate(cfg.model, _recursive_=False)
         callbacks = _callbacks(cfg.get("callbacks"))
-        with user_errors():
+        with user_errors("callbacks.quality"):
             callbacks = _drop_unmonitorable(callbacks, datamodule, model.conditional)
+        with user_errors():
             if not cfg.trainer.get("enable_progress_bar", True):  # the bar is off: so is its callback
                 callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
             trainer_cfg = _time_budget(cfg.trainer)

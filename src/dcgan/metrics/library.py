@@ -1,0 +1,132 @@
+"""The shipped metrics, each registered once: the classifier FID, class coverage and accuracy on the offline
+classifier; FID (Heusel et al. 2017), KID (Binkowski et al. 2018), IS (Salimans et al. 2016) on Inception; the
+held-out FID. Registration order is the order of the logged keys."""
+
+from __future__ import annotations
+
+import torch
+
+from dcgan.metrics.maths import class_coverage, feature_stats, frechet_distance, inception_score, kernel_distance
+from dcgan.metrics.protocols import Protocol
+from dcgan.metrics.reference import ReferenceStats
+from dcgan.metrics.registry import METRICS, Metric, register_metric
+from dcgan.metrics.suite import Settings
+
+
+class Frechet(Metric):
+    """The Frechet distance between Gaussians fitted to the generated and the real features."""
+
+    reference = True
+    default = True
+
+    def compute(
+        self, values: torch.Tensor, reference: ReferenceStats | None, labels: torch.Tensor | None, settings: Settings
+    ) -> float:
+        mu, sigma = reference.stats[self.output]
+        return frechet_distance(*feature_stats(values), mu, sigma)
+
+
+@register_metric
+class ClassifierFID(Frechet):
+    name, extractor, output = "cfid", "classifier", "features"  # the training-time classifier's 128-d layer
+
+
+@register_metric
+class Coverage(Metric):
+    """exp(entropy of the predicted-class histogram) / classes: 1 when samples spread evenly, 1/K for one class."""
+
+    name, extractor, output = "coverage", "classifier", "logits"
+    default = True
+
+    def compute(
+        self, values: torch.Tensor, reference: ReferenceStats | None, labels: torch.Tensor | None, settings: Settings
+    ) -> float:
+        return class_coverage(values, values.size(1))
+
+
+@register_metric
+class ClassAccuracy(Metric):
+    """Conditional G: how often the classifier sees the class asked for."""
+
+    name, extractor, output = "class_acc", "classifier", "logits"
+    conditional_only = default = True
+
+    def compute(
+        self, values: torch.Tensor, reference: ReferenceStats | None, labels: torch.Tensor | None, settings: Settings
+    ) -> float:
+        return (values.argmax(1) == labels).float().mean().item()
+
+
+@register_metric
+class FID(Frechet):
+    name, extractor, output = "fid", "inception", "pool"  # torch-fidelity's TF-Inception port, pool3 (2048-d)
+
+
+@register_metric
+class KID(Metric):
+    """Cubic-kernel MMD^2 over ``settings.kid_subsets`` subsets of min(1000, images): mean and ``_std``."""
+
+    name, extractor, output = "kid", "inception", "pool"
+    reference = reference_features = default = True
+
+    def check(self, protocol: Protocol, settings: Settings, num_real: int | None = None) -> None:
+        size = settings.kid_subset_size
+        if size is not None and size > protocol.num_samples:
+            raise ValueError(
+                f"{protocol.name}: KID subset size {size} > {protocol.num_samples} generated images. "
+                f"Set kid_subset_size <= {protocol.num_samples} (or null: min(1000, images)), or score more images."
+            )
+        if size is not None and num_real is not None and size > num_real:
+            raise ValueError(
+                f"KID subset size {size} > the {num_real} real images of the {protocol.split} split: "
+                f"set kid_subset_size <= {num_real} (or null)."
+            )
+
+    def compute(
+        self, values: torch.Tensor, reference: ReferenceStats | None, labels: torch.Tensor | None, settings: Settings
+    ) -> dict[str, float]:
+        real = reference.features[self.output]
+        size = settings.kid_subset_size or min(1000, len(values), len(real))
+        mean, std = kernel_distance(real, values, settings.kid_subsets, size)
+        return {"": mean, "_std": std}
+
+
+@register_metric
+class InceptionScore(Metric):
+    """exp(E KL(p(y|x) || p(y))) over ``settings.is_splits`` splits: mean and ``_std``."""
+
+    name, extractor, output = "is", "inception", "logits"
+    default = True
+
+    def check(self, protocol: Protocol, settings: Settings, num_real: int | None = None) -> None:
+        if protocol.num_samples < settings.is_splits:
+            raise ValueError(
+                f"{protocol.name}: the Inception score splits {protocol.num_samples} images into "
+                f"{settings.is_splits}; score at least {settings.is_splits} images."
+            )
+
+    def compute(
+        self, values: torch.Tensor, reference: ReferenceStats | None, labels: torch.Tensor | None, settings: Settings
+    ) -> dict[str, float]:
+        mean, std = inception_score(values, settings.is_splits)
+        return {"": mean, "_std": std}
+
+
+@register_metric
+class HeldOutFID(Frechet):
+    name, extractor, output = "hfid", "heldout", "features"  # the held-out scorer, trained on the test split only
+    split = "test"
+
+    def check(self, protocol: Protocol, settings: Settings, num_real: int | None = None) -> None:
+        if protocol.split != "test":
+            raise ValueError(
+                f"{protocol.name}: the held-out scorer is trained on the test split; use hfid{protocol.count}_test."
+            )
+
+
+def frechet_metric(kind: str) -> Metric:
+    """The registered Frechet distance on ``kind``'s features (``fid``, ``cfid``, ``hfid``): ``stats.read/write``."""
+    found = [m for m in METRICS.values() if isinstance(m, Frechet) and m.extractor == kind]
+    if not found:
+        raise ValueError(f"no Frechet metric on {kind} features; expected one of inception, classifier, heldout.")
+    return found[0]
