@@ -1,28 +1,7 @@
 """Data-loading throughput: the project's DataModules vs torchvision's dataset + DataLoader, same run.
 
-For each data set present it times one full epoch of training batches (img/s = images yielded /
-seconds, ``time.perf_counter``) from
-
-* ours: the DataModule after ``prepare_data()`` and ``setup()`` (one-off decode and cache build
-  are timed separately and printed, not counted in the epoch), iterating ``train_dataloader()``
-  and applying ``on_after_batch_transfer`` (the uint8 -> float [-1, 1] conversion the trainer
-  runs on the device; here on the CPU);
-* torchvision: its dataset class with the equivalent transforms (``ToTensor`` + ``Normalize`` to
-  [-1, 1], plus ``Pad(2)`` for MNIST or ``Resize`` + ``CenterCrop`` for image files) in a
-  ``DataLoader(batch_size, shuffle=True, num_workers=--workers, drop_last=True)``; a fresh
-  iterator per epoch, so each timed epoch includes the worker start-up.
-
-Rows: MNIST and Fashion-MNIST (real files, when present under ``--data-dir``); CIFAR-10 (real when
-``<data-dir>/cifar-10-batches-py`` exists, else 50,000 random images written in the real pickle
-format); an image folder of ``--folder-images`` synthetic 178x218 JPEGs (CelebA-sized) at 64x64,
-read by ``ImageFolderDataModule`` uncached (workers decode every epoch) and from its pre-resized
-uint8 cache. Each row runs two interleaved rounds (ours, torchvision, ours, torchvision) and keeps
-the best epoch of each. Everything synthetic lives in one temporary folder, removed at the end.
-
-Targets (issue, on 2 CPU cores): MNIST, Fashion-MNIST, CIFAR-10 >= 50,000 img/s; the image folder
-from the cache >= 5,000 img/s at 64x64; none for the uncached folder.
-
-Run from the repository root::
+One full epoch per side and data set, interleaved, best of two; what each side includes and the targets:
+docs/performance.md, "How the benches measure". Run from the repository root::
 
     .venv/bin/python bench/data.py                       # every row, about a minute on 2 cores
     .venv/bin/python bench/data.py --only mnist,folder-cache --batch-size 256

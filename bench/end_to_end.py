@@ -1,18 +1,8 @@
 """End-to-end MNIST training speed: ``train.py`` (DataModule + Lightning) vs a pytorch/examples-style loop.
 
-Both sides train the same 32x32 gray DCGAN (ngf=ndf=64, batch 128, Adam 2e-4 / (0.5, 0.999)) on the real
-MNIST training set, in one process, interleaved, and the table gives img/s over the same window of
-batches (after a warm-up; start-up, data decode and worker spawn excluded):
-
-* examples: the loop of ``bench/throughput.py`` fed the way pytorch/examples' ``dcgan/main.py`` feeds
-  it: ``torchvision.datasets.MNIST`` with ``Resize(32)``, ``ToTensor``, ``Normalize(0.5, 0.5)`` (PIL
-  per image) in a ``DataLoader(shuffle=True, num_workers=--workers)``, fp32;
-* train.py: the project's ``train()`` on the composed config ``data=mnist`` with the default
-  callbacks that run during an epoch (sample grids, checkpoints, progress bar, TensorBoard; the
-  end-of-epoch quality metric is left out); once in fp32 with no switches
-  (``trainer.precision=32-true model.channels_last=false``) and once with the configured defaults.
-
-Run from the repository root (MNIST in torchvision's layout under the data dir)::
+The examples side is bench/plain_loop.py fed by torchvision + PIL + ``DataLoader``; both train the same 32x32
+gray DCGAN on the real MNIST, interleaved in one process. What each side is: docs/performance.md, "How the
+benches measure". Run from the repository root (MNIST in torchvision's layout under the data dir)::
 
     .venv/bin/python bench/end_to_end.py                           # about 4 min on 2 CPU cores
     .venv/bin/python bench/end_to_end.py --data-dir ../shared/data --steps 100 --repeats 3
@@ -28,10 +18,8 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
@@ -41,28 +29,11 @@ from omegaconf import open_dict
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import NetConfig, plain_step
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.*
+from bench.harness import NetConfig, WindowTimer
+from bench.plain_loop import PlainGAN, timed_steps
 from dcgan.platform.configs import CONF_DIR
 from dcgan.tasks.train import train
-
-
-class WindowTimer(L.Callback):
-    """Writes ``{"seconds": ..}`` for batches ``warmup`` .. ``warmup + steps`` to ``out`` (JSON)."""
-
-    def __init__(self, warmup: int, steps: int, out: str) -> None:
-        self.warmup, self.steps, self.out = warmup, steps, Path(out)
-        self.batches = 0
-        self.start = 0.0
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if self.batches == self.warmup:
-            self.start = time.perf_counter()
-        elif self.batches == self.warmup + self.steps:
-            self.out.write_text(json.dumps({"seconds": time.perf_counter() - self.start}))
-            trainer.should_stop = True
-        self.batches += 1
 
 
 def run_train_py(data_dir: Path, overrides: list[str], warmup: int, steps: int, seed: int) -> float:
@@ -81,10 +52,11 @@ def run_train_py(data_dir: Path, overrides: list[str], warmup: int, steps: int, 
                     "trainer.enable_model_summary=false",
                     "~callbacks.quality",  # it runs at the epoch's end, after the window: only bench time
                     "~callbacks.best",  # it monitors the quality metric
-                    "+callbacks.window._target_=__main__.WindowTimer",
+                    "+callbacks.window._target_=bench.harness.WindowTimer",
                     f"+callbacks.window.warmup={warmup}",
                     f"+callbacks.window.steps={steps}",
                     f"+callbacks.window.out={out}",
+                    "+callbacks.window.stop=true",
                     *overrides,
                 ],
             )
@@ -105,15 +77,9 @@ def run_examples(data_dir: Path, workers: int, batch_size: int, warmup: int, ste
         transform=T.Compose([T.Resize(32), T.ToTensor(), T.Normalize((0.5,), (0.5,))]),
     )
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True)
-    step = plain_step(NetConfig(image_size=32, channels=1), frozenset(), torch.device("cpu"))
-    start = 0.0
-    for i, (real, _) in enumerate(loader):
-        if i == warmup:
-            start = time.perf_counter()
-        elif i == warmup + steps:
-            return steps * batch_size / (time.perf_counter() - start)
-        step(real)
-    raise RuntimeError("MNIST ran out before the timed window ended: lower --warmup/--steps.")
+    gan = PlainGAN(NetConfig(image_size=32, channels=1))
+    timer = timed_steps(gan, (real for real, _ in loader), WindowTimer(warmup, steps))
+    return timer.rate(batch_size)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,7 @@
 """What quality monitoring costs the default ``python train.py``, first use included, and what the classifier keeps.
 
-1. The default run (embedded digits, 40 epochs) twice, each in a new process with an empty cache, as a new
-   user's first run: once as shipped and once without the monitor (``~callbacks.quality ~callbacks.best``).
-   Wall time is the whole command's. The monitor's own share comes from the callback's timer (classifier
-   training on first use, reference statistics, every epoch's scoring); the difference of the two runs'
-   wall times is printed beside it as a cross-check (it carries the machine's run-to-run drift, 5-20%).
-2. The metric classifier's accuracy on its 10% hold-out and its training time: the shipped recipe against
-   the previous one (1,000 steps of 128 at a constant 1e-3), on the digits and, when the data is there, MNIST.
-
-Run from the repository root, alone on the machine::
+Two fresh-cache runs of the default config (with and without the monitor), then the metric classifier's recipes;
+the method: docs/performance.md, "How the benches measure". Run from the repository root, alone on the machine::
 
     .venv/bin/python bench/monitoring_cost.py            # about 8 minutes on 2 CPU cores
 """

@@ -1,24 +1,7 @@
 """Time to quality on MNIST 32x32: held-out FID after 2.5 / 5 / 10 minutes of the user's wall clock, over seeds.
 
-Every run is its own process, started as a user would start it, and its clock starts at launch: imports,
-data decoding, metric classifiers trained on first use (each run gets a fresh cache) and per-epoch
-monitoring all count. When the clock passes a budget the run saves the generator a user would take at that
-moment (the last iterate, or its EMA when the recipe keeps one) and goes on; after the last budget it stops.
-
-Arms (``--arms``; ``name:seeds``, seeds the number of seeds, interleaved seed by seed):
-
-* ``plain``: a hand-written DCGAN loop in this file with the paper's settings (fp32, batch 64, Adam 2e-4 /
-  (0.5, 0.999), BCE, ngf = ndf = 64) on the 32x32 padded digits, as a user would write it; ``plain+ema`` is
-  the same runs' EMA of G (decay 0.999 with the project's warm-up), saved alongside;
-* any other name: ``python train.py data=mnist experiment=<name> trainer.max_time=...`` (``defaults`` for no
-  experiment: the ``data=mnist`` defaults); ``<name>+key=value+key=value`` adds those overrides, e.g.
-  ``mnist_fast+model.optim.lr=4e-4:3``.
-
-All snapshots are then scored with the held-out scorer (``hfid10k_test``: a network trained only on the MNIST
-test split, which no recipe was tuned on; 10,000 samples against the 10,000 test images) and, for reference,
-the training-time classifier (``cfid10k_test``). The real-data floor is 10,000 real training digits on the
-same scorer. Tables give mean, standard deviation and range over seeds; ``time_to_quality.png`` plots them.
-
+Each run is its own process, its clock started at launch; arm ``plain`` is bench/plain_loop.py, any other is
+``train.py data=mnist experiment=<name>``. Method, arms and scorers: docs/performance.md, "How the benches measure".
 Run from the repository root (MNIST in torchvision's layout under the data dir), alone on the machine::
 
     .venv/bin/python bench/time_to_quality.py                    # 3+3+1 runs of 10 min: about 80 min
@@ -44,6 +27,10 @@ from typing import Any
 
 import lightning as L
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for bench.*
+from bench.harness import NetConfig
+from bench.plain_loop import PlainGAN, batches
 
 ROOT = Path(__file__).resolve().parents[1]
 T0_ENV = "DCGAN_BENCH_T0"  # the launch time of a run, set by the bench: every clock counts from there
@@ -75,49 +62,31 @@ class Snapshots(L.Callback):
 
 
 def plain_run(data_dir: Path, budgets: list[float], out: Path, name: str, seed: int, batch_size: int) -> None:
-    """The paper's loop, fp32, as a user would write it; saves G and its EMA (0.999, warm-up) at each budget."""
+    """The reference loop, fp32, as a user would write it; saves G and its EMA at each budget.
+
+    The loop is the hand-written baseline (bench/plain_loop.py); the EMA is only a second view of the same run
+    (arm ``plain+ema``), so it is the library's ``EMA`` rule (0.999 with warm-up), not a copy.
+    """
+    from dcgan.data.base import to_unit_range
     from dcgan.data.mnist import MNISTDataModule
-    from dcgan.objective.losses import d_loss_bce, g_loss_nonsaturating
-    from dcgan.nets import Discriminator, Generator
+    from dcgan.objective.ema import EMA
 
     L.seed_everything(seed, verbose=False)
     dm = MNISTDataModule(str(data_dir))  # decoded from the .gz files in this process: a user's cost
     dm.setup()
-    images = dm.images
-    gen, disc = Generator(100, 64, 32, 1), Discriminator(64, 32, 1)
-    ema = copy.deepcopy(gen).requires_grad_(False)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    pending, steps = sorted(budgets), 0
-    while pending:
-        for idx in torch.randperm(len(images)).split(batch_size):
-            if len(idx) < batch_size:
-                continue
-            real = images[idx].float().div_(127.5).sub_(1.0)
-            fake = gen(torch.randn(batch_size, 100))
-            loss_d = d_loss_bce(disc(real), disc(fake.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            disc.requires_grad_(False)
-            loss_g = g_loss_nonsaturating(disc(fake))
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            disc.requires_grad_(True)
-            steps += 1
-            decay = min(0.999, (1 + steps) / (10 + steps))
-            with torch.no_grad():
-                torch._foreach_lerp_(list(ema.parameters()), list(gen.parameters()), 1.0 - decay)
-                for e, b in zip(ema.buffers(), gen.buffers(), strict=True):
-                    e.copy_(b)
-            while pending and elapsed() >= pending[0] * 60:
-                budget = pending.pop(0)
-                torch.save(gen, out / f"{name}_{budget:g}.pt")
-                torch.save(ema, out / f"{name.replace('plain', 'plain+ema', 1)}_{budget:g}.pt")
-                print(f"{name}: snapshot at {budget:g} min ({steps} batches)", flush=True)
-            if not pending:
-                return
+    gan = PlainGAN(NetConfig(image_size=32, channels=1))
+    rule, average = EMA(0.999, warmup=True), copy.deepcopy(gan.generator).requires_grad_(False)
+    pending = sorted(budgets)
+    for steps, batch in enumerate(batches(dm.images, batch_size, seed), start=1):
+        gan.step(to_unit_range(batch))
+        rule.update(average, gan.generator, steps)
+        while pending and elapsed() >= pending[0] * 60:
+            budget = pending.pop(0)
+            torch.save(gan.generator, out / f"{name}_{budget:g}.pt")
+            torch.save(average, out / f"{name.replace('plain', 'plain+ema', 1)}_{budget:g}.pt")
+            print(f"{name}: snapshot at {budget:g} min ({steps} batches)", flush=True)
+        if not pending:
+            return
 
 
 def launch(arm: str, seed: int, args: argparse.Namespace, budgets: list[float]) -> float:

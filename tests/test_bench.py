@@ -92,3 +92,18 @@ def test_verdict_reports_each_target_with_its_figures(ttq: ModuleType, recipe: l
         assert word in text, text
     if expected[0] == "TIE":
         assert any("at 10 min" in line and "TIE" in line for line in lines)
+
+
+def test_the_plain_loop_trains_both_nets_and_is_what_the_benches_compare_with() -> None:
+    import torch
+
+    from bench import end_to_end, plain_loop, throughput, time_to_quality
+    from bench.harness import NetConfig
+
+    gan = plain_loop.PlainGAN(NetConfig(16, 1, ngf=8, ndf=8, nz=16))
+    before = [p.detach().clone() for p in [*gan.generator.parameters(), *gan.discriminator.parameters()]]
+    gan.step(torch.rand(8, 1, 16, 16) * 2 - 1)
+    after = [*gan.generator.parameters(), *gan.discriminator.parameters()]
+    assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))  # every weight moved
+    for bench in (throughput, time_to_quality, end_to_end):
+        assert bench.PlainGAN is plain_loop.PlainGAN  # one hand-written loop, not a copy per bench
