@@ -135,7 +135,7 @@ def score_all(args: argparse.Namespace, runs: list[tuple[str, int]], budgets: li
     dm.prepare_data()
     dm.setup()
     n = args.samples
-    protocols = [Protocol("hfid", n, "test"), Protocol("cfid", n, "test"), Protocol("coverage", n)]
+    protocols = [Protocol("hfid", n, "test"), Protocol("cfid", n, "test"), Protocol("class_balance", n)]
     how = Extractors(cache_dir=args.cache_dir, classifier_steps=args.classifier_steps, heldout_steps=args.heldout_steps)
     suite = build_suite(dm, protocols, how, Settings(seed=args.seed + 12345))
     floor = suite.compute(suite.extract(real_batches(dm, n, 500)), None)  # real train digits vs the test split

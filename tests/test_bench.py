@@ -44,7 +44,7 @@ def test_bench_runs_each_arm_as_its_own_process_and_writes_tables_and_plot(
     results = json.loads((out / "results.json").read_text())
     assert set(results["runs"]) == {"plain", "plain+ema", recipe}
     assert set(results["runs"]["plain"]) == {"0", "1"}  # two seeds
-    assert set(results["runs"]["plain"]["1"]["0.04"]) == {"hfid64_test", "cfid64_test", "coverage64"}
+    assert set(results["runs"]["plain"]["1"]["0.04"]) == {"hfid64_test", "cfid64_test", "class_balance64"}
     assert results["floor"]["hfid64_test"] >= 0
     assert "| plain | " in printed and "(1 seed)" in printed  # mean ± sd for plain, one seed for the recipe
     assert "the target check needs" in printed  # budgets 5 and 10 are not in this run

@@ -52,7 +52,7 @@ def conditional_run(tmp_path_factory) -> tuple[Path, dict[str, float]]:
 
 def test_conditional_training_logs_class_accuracy_and_class_rows(conditional_run) -> None:
     conditional_run, metrics = conditional_run
-    assert {"val/cfid64_train", "val/coverage64", "val/class_acc64"} <= set(metrics)  # TINY: 64 samples, digits
+    assert {"val/cfid64_train", "val/class_balance64", "val/class_acc64"} <= set(metrics)  # TINY: 64 samples, digits
     assert 0.0 <= metrics["val/class_acc64"] <= 1.0
     model = load_model(str(conditional_run / "checkpoints" / "last.ckpt"), "cpu")
     assert model.fixed_labels.tolist() == [c for c in range(10) for _ in range(4)]

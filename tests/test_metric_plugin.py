@@ -54,14 +54,14 @@ def test_a_registered_metric_scores_through_the_suite() -> None:
     register_metric(Confidence)
     register_metric(MeanGap)
     reference = ReferenceStats(num_images=2, stats={"features": (np.zeros(4), np.eye(4))})
-    protocols = [Protocol.parse("confidence8"), Protocol.parse("meangap8_train"), Protocol("coverage", 8)]
+    protocols = [Protocol.parse("confidence8"), Protocol.parse("meangap8_train"), Protocol("class_balance", 8)]
     suite = QualitySuite(protocols, {"classifier": Flat()}, {("classifier", "train"): reference})
     results = suite.score(lambda z, labels: torch.full((len(z), 1, 2, 2), 0.5), nz=3)
     # every image 0.5 everywhere: features (0.5,) * 4, uniform logits over 4 "classes"
     assert results == {
         "confidence8": pytest.approx(0.25),
         "meangap8_train": pytest.approx(1.0),  # ||(0.5, 0.5, 0.5, 0.5) - 0||
-        "coverage8": pytest.approx(0.25),  # every argmax is class 0
+        "class_balance8": pytest.approx(0.25),  # every argmax is class 0
     }
 
 
@@ -107,7 +107,7 @@ def plugin_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 
 def test_training_logs_a_metric_from_a_config_node_and_can_monitor_it(plugin_run) -> None:
     run, metrics = plugin_run
-    assert {"val/cfid64_train", "val/coverage64", "val/confidence64", "val/meangap64_train"} <= set(metrics)
+    assert {"val/cfid64_train", "val/class_balance64", "val/confidence64", "val/meangap64_train"} <= set(metrics)
     assert 0.1 <= metrics["val/confidence64"] <= 1  # 10 classes
     assert metrics["val/meangap64_train"] > 0
     (event_file,) = (run / "tensorboard").glob("events.out.tfevents.*")

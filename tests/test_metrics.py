@@ -40,7 +40,7 @@ from tests.inception_file import write_random_inception_weights
         ("is50k", "is", 50000, None),
         ("cfid2.5k_test", "cfid", 2500, "test"),
         ("hfid200_test", "hfid", 200, "test"),
-        ("val/coverage1k", "coverage", 1000, None),
+        ("val/class_balance1k", "class_balance", 1000, None),
     ],
 )
 def test_protocol_names_round_trip(name: str, metric: str, n: int, split: str | None) -> None:
@@ -240,7 +240,7 @@ def _digit_suite(protocols: list[Protocol], seed: int = 0) -> QualitySuite:
 
 
 def test_each_extractor_runs_once_per_image_for_all_its_metrics() -> None:
-    suite = _digit_suite([Protocol("cfid", 120, "train"), Protocol("coverage", 120), Protocol("cfid", 60, "train")])
+    suite = _digit_suite([Protocol("cfid", 120, "train"), Protocol("class_balance", 120), Protocol("cfid", 60, "train")])
     calls = []
     extractor = suite.extractors["classifier"]
     extractor.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
@@ -248,7 +248,7 @@ def test_each_extractor_runs_once_per_image_for_all_its_metrics() -> None:
     gen = Generator(16, 8, 16, 1).eval()
     results = suite.score(lambda z, labels: gen(z).float(), 16)
     assert sum(calls) == 120  # not 120 per metric
-    assert set(results) == {"cfid120_train", "coverage120", "cfid60_train"}
+    assert set(results) == {"cfid120_train", "class_balance120", "cfid60_train"}
 
 
 # --- DDP: each rank scores its share; equal to one process --------------------------------------------------------
@@ -258,7 +258,7 @@ def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        suite = _digit_suite([Protocol("cfid", 150, "train"), Protocol("coverage", 150)], seed=3)
+        suite = _digit_suite([Protocol("cfid", 150, "train"), Protocol("class_balance", 150)], seed=3)
         torch.manual_seed(1)
         gen = Generator(16, 8, 16, 1).eval()
         seen = []
@@ -275,7 +275,7 @@ def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
 
 @pytest.mark.slow
 def test_two_process_ddp_metrics_equal_one_process(tmp_path: Path) -> None:
-    suite = _digit_suite([Protocol("cfid", 150, "train"), Protocol("coverage", 150)], seed=3)
+    suite = _digit_suite([Protocol("cfid", 150, "train"), Protocol("class_balance", 150)], seed=3)
     torch.manual_seed(1)
     gen = Generator(16, 8, 16, 1).eval()
     single = suite.score(lambda z, labels: gen(z).float(), 16)
@@ -353,7 +353,7 @@ def test_evaluate_scores_a_folder_and_an_npz_of_images(tmp_path: Path) -> None:
     cfg = _eval_cfg(tmp_path, f"images={folder}", "quality.classifier_steps=30", "stats.extractor=classifier",
                     f"stats.write={tmp_path / 'digits_stats.npz'}", "quality.inception=off")  # fmt: skip
     report = evaluate(cfg)
-    assert set(report["quality"]) == {"cfid300_train", "coverage300"}
+    assert set(report["quality"]) == {"cfid300_train", "class_balance300"}
     assert report["quality"]["cfid300_train"] < 5  # real digits against real digits
     assert load_stats(tmp_path / "digits_stats.npz", dim=128)[1].shape == (128, 128)  # the classifier's 128-d layer
     cfg = _eval_cfg(tmp_path, f"images={tmp_path / 'samples.npz'}", "quality.classifier_steps=30",
@@ -380,7 +380,7 @@ def test_evaluate_a_run_dir_scores_every_checkpoint_with_a_table_and_plot(
     assert all("cfid100_train" in row["quality"] for row in report["checkpoints"])
     assert (tmp_path / "eval" / "quality_vs_step.png").stat().st_size > 0
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["checkpoints"][0]["global_step"] == steps[0]
-    assert "| step | cfid100_train | coverage100 | checkpoint |" in capsys.readouterr().out
+    assert "| step | cfid100_train | class_balance100 | checkpoint |" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")

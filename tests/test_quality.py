@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dcgan.analysis import sampling
 from dcgan.data import DigitsDataModule, ImageFolderDataModule, to_unit_range
-from dcgan.metrics import QualitySuite, cached_classifier, class_coverage, train_classifier
+from dcgan.metrics import QualitySuite, cached_classifier, class_balance, train_classifier
 from dcgan.metrics.callback import QualityMetrics
 from dcgan.metrics.classifier import DigitClassifier, HeldOutClassifier
 from dcgan.metrics.extractors import ClassifierExtractor
@@ -46,12 +46,12 @@ def test_fid_pipeline_ranks_real_far_below_noise() -> None:
     assert real_vs_real * 10 < real_vs_noise["cfid400_train"]
 
 
-def test_class_coverage_is_one_for_even_classes_and_one_kth_for_a_single_class() -> None:
+def test_class_balance_is_one_for_even_classes_and_one_kth_for_a_single_class() -> None:
     even = torch.eye(10).repeat(20, 1)  # logits: every class 20 times
     single = torch.zeros(200, 10)
     single[:, 3] = 1
-    assert class_coverage(even, 10) == pytest.approx(1.0)
-    assert class_coverage(single, 10) == pytest.approx(0.1)
+    assert class_balance(even, 10) == pytest.approx(1.0)
+    assert class_balance(single, 10) == pytest.approx(0.1)
 
 
 def test_metric_classifier_learns_and_is_cached(tmp_path: Path, monkeypatch) -> None:
@@ -77,7 +77,7 @@ def test_the_held_out_scorer_is_another_network_that_learns(tmp_path: Path) -> N
 def test_metrics_follow_what_the_data_and_weights_allow(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("DCGAN_INCEPTION_WEIGHTS", raising=False)
     folder = ImageFolderDataModule(data_dir=str(tmp_path))
-    assert QualityMetrics().names(DIGITS) == ["val/cfid1k_train", "val/coverage1k"]
+    assert QualityMetrics().names(DIGITS) == ["val/cfid1k_train", "val/class_balance1k"]
     assert QualityMetrics().names(DIGITS, conditional=True)[-1] == "val/class_acc1k"
     assert QualityMetrics().available(folder) == []
     with pytest.raises(ValueError, match="classifier=on: expected auto or off for .*, which has no class labels"):
@@ -94,12 +94,12 @@ def test_training_logs_offline_quality_per_epoch_and_keeps_the_best_checkpoint(m
     with pytest.warns(UserWarning, match="FID/KID/IS are off for this run"):
         metrics = train(make_cfg(overrides))
     run = tmp_path / "run"
-    assert {"val/cfid64_train", "val/coverage64"} <= set(metrics)  # TINY scores 64 samples; digits: train split
+    assert {"val/cfid64_train", "val/class_balance64"} <= set(metrics)  # TINY scores 64 samples; digits: train split
     (event_file,) = (run / "tensorboard").glob("events.out.tfevents.*")
     events = EventAccumulator(str(event_file))
     events.Reload()
     assert [s.step for s in events.Scalars("val/cfid64_train")] == [14, 28]  # 7 batches an epoch, 2 steps each
-    assert 0 < events.Scalars("val/coverage64")[-1].value <= 1
+    assert 0 < events.Scalars("val/class_balance64")[-1].value <= 1
     (best,) = (run / "checkpoints").glob("best-step*.ckpt")
     assert torch.load(best, weights_only=False)["callbacks"]  # a full training checkpoint
 
@@ -210,7 +210,7 @@ def test_evaluate_reports_quality_and_a_probe_above_chance(tiny_ckpt: Path, tmp_
     with open_dict(cfg):
         cfg.pop("hydra", None)
     report = evaluate(cfg)
-    assert set(report["quality"]) == {"cfid200_train", "coverage200"}
+    assert set(report["quality"]) == {"cfid200_train", "class_balance200"}
     assert report["probe"]["train_size"] == 600 and report["probe"]["num_features"] == 8 * 16 * (1 + 2)
     assert report["probe"]["accuracy"] > 3 * report["probe"]["chance"]  # D's features separate digits
     json.dumps(report)  # what evaluate.py writes

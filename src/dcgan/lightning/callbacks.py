@@ -1,8 +1,9 @@
-"""Callbacks: fixed-noise sample grids (TensorBoard, other loggers, PNG files), GAN-aware checkpoints and a
-divergence guard."""
+"""Callbacks: fixed-noise sample grids (TensorBoard, other loggers, PNG files), GAN-aware checkpoints, a
+divergence guard and a collapse alarm."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,13 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from dcgan.analysis.sampling import save_gif
-from dcgan.errors import DivergenceError, check_int
+from dcgan.errors import ArgumentError, DivergenceError, check_int
 
 
 class CrossesSteps:
@@ -219,3 +220,71 @@ class DivergenceGuard(EveryNBatches):
         raise DivergenceError(
             f"Training diverged: {what}. {resume}, or a more stable objective (model/loss=hinge, model/penalty=[r1])."
         )
+
+
+class CollapseAlarm(L.Callback):
+    """Says when a diversity score falls: ``monitor`` (``val/cmodes1k``, a recall) below ``fraction`` of the best
+    value the run has logged so far (mode collapse, or G dropping classes).
+
+    Read after each quality score (place it after ``callbacks.quality``). The log line names the step, the value,
+    the best one and its step, and the last checkpoint written at or before that best step; the event is logged
+    as ``alarm/collapse`` = 1 at that step (a spike in TensorBoard's scalars). It fires once per fall and re-arms
+    when the score climbs back above the threshold.
+    """
+
+    def __init__(self, monitor: str, fraction: float = 0.8) -> None:
+        if not isinstance(monitor, str) or not monitor:
+            raise ArgumentError("monitor", monitor, "a logged key such as val/cmodes1k or val/crecall1k_test")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise ArgumentError("fraction", fraction, "a share of the best value in (0, 1)", 0.8)
+        self.monitor, self.fraction = monitor, float(fraction)
+        self.best: float | None = None
+        self.best_step = -1
+        self.best_checkpoint: str | None = None  # the newest checkpoint on disk when the best was logged
+        self.falls: list[int] = []  # global steps at which the alarm fired
+        self._armed = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        value, step = float(value), trainer.global_step
+        if self.best is None or value > self.best:
+            self.best, self.best_step = value, step
+            self.best_checkpoint = _newest_checkpoint(trainer, step)
+        threshold = self.fraction * self.best
+        if value >= threshold:
+            self._armed = True
+            return
+        if not self._armed:
+            return
+        self._armed = False
+        self.falls.append(step)
+        where = self.best_checkpoint or "none was written by then"
+        rank_zero_warn(
+            f"Collapse alarm at global step {step}: {self.monitor}={value:.4g} fell below {self.fraction:g} x the "
+            f"run's best {self.best:.4g} (step {self.best_step}). The last checkpoint before the fall: {where}."
+        )
+        for logger in trainer.loggers:
+            logger.log_metrics({"alarm/collapse": 1.0}, step=step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("best", "best_step", "best_checkpoint", "falls", "_armed")}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for key, value in state_dict.items():
+            setattr(self, key, value)
+
+
+def _newest_checkpoint(trainer: L.Trainer, step: int) -> str | None:
+    """The checkpoint file with the highest step at or below ``step`` that the run's checkpoint callbacks wrote."""
+    found: list[tuple[int, str]] = []
+    for callback in trainer.checkpoint_callbacks:
+        folder = Path(getattr(callback, "dirpath", None) or "")
+        if not callback.dirpath or not folder.is_dir():
+            continue
+        for path in folder.glob("*.ckpt"):
+            digits = re.search(r"step(\d+)", path.name)
+            if digits and int(digits.group(1)) <= step:
+                found.append((int(digits.group(1)), str(path)))
+    return max(found)[1] if found else None

@@ -5,7 +5,7 @@ from dcgan.metrics import library  # registers the shipped metrics
 from dcgan.metrics.build import Extractors, build_suite
 from dcgan.metrics.classifier import DigitClassifier, HeldOutClassifier, cached_classifier, train_classifier
 from dcgan.metrics.extractors import inception_weights, missing_inception_message
-from dcgan.metrics.maths import class_coverage, frechet_distance, inception_score, kernel_distance
+from dcgan.metrics.maths import class_balance, frechet_distance, inception_score, kernel_distance
 from dcgan.metrics.protocols import Protocol
 from dcgan.metrics.registry import METRICS, Metric, register_extra, register_metric
 from dcgan.metrics.select import available_protocols, check_modes, chosen_protocols
@@ -25,7 +25,7 @@ __all__ = [
     "cached_classifier",
     "check_modes",
     "chosen_protocols",
-    "class_coverage",
+    "class_balance",
     "frechet_distance",
     "inception_score",
     "inception_weights",

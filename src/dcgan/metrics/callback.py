@@ -33,7 +33,7 @@ class QualityMetrics(L.Callback):
     is always scored.
 
     Keys carry their protocol: ``val/cfid1k_test`` is the classifier FID of 1,000 samples against 1,000 test
-    images. ``classifier``: ``cfid``, ``coverage`` (and ``class_acc`` for a conditional G) from the offline
+    images. ``classifier``: ``cfid``, ``class_balance`` (and ``class_acc`` for a conditional G) from the offline
     classifier trained on the training split (labelled data sets; trained once, cached in ``cache_dir``).
     ``inception``: ``fid``, ``kid``, ``is`` from the Inception weights file at ``inception_weights`` (or
     ``$DCGAN_INCEPTION_WEIGHTS``). ``heldout``: ``hfid`` from the held-out scorer (trained on the test split).

@@ -82,6 +82,34 @@ class ClassifierExtractor(Extractor):
         return {"features": features, "logits": self.classifier.head(features)}
 
 
+class PerChannelExtractor(Extractor):
+    """A classifier of one-channel images read on each channel of a stacked image (Stacked MNIST: a digit in each
+    of R, G and B), as PacGAN's protocol scores it.
+
+    ``features``: the channels' feature vectors side by side (C x D). ``logits``: log-probabilities over the K^C
+    modes, log p(mode) = sum over channels of log p_c(digit), with the first channel the most significant digit
+    (mode 473 = 4 in R, 7 in G, 3 in B), so that its argmax is the triple of per-channel argmaxes and the class
+    metrics (``class_balance``, ``class_acc``, ``modes``) read it as a K^C-class classifier.
+    """
+
+    outputs = ("features", "logits")
+
+    def __init__(self, classifier: nn.Module, kind: str) -> None:
+        super().__init__()
+        self.classifier, self.kind = classifier.eval(), kind
+        self.digest = f"{kind}-per-channel-{type(classifier).__name__}-{weights_digest(classifier)}"
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features, log_p = [], None
+        for c in range(x.size(1)):
+            f = self.classifier.features(x[:, c : c + 1].float())  # (B, D)
+            digit = torch.log_softmax(self.classifier.head(f).float(), dim=1)  # (B, K)
+            log_p = digit if log_p is None else (log_p[:, :, None] + digit[:, None, :]).flatten(1)  # (B, K^(c+1))
+            features.append(f)
+        return {"features": torch.cat(features, dim=1), "logits": log_p}
+
+
 def _file_digest(path: Path) -> str:
     """sha1 of a file's bytes, read in 1 MB blocks (the real Inception file is 91 MB: about 0.1 s)."""
     digest = hashlib.sha1()

@@ -1,12 +1,20 @@
-"""The shipped metrics, each registered once: the classifier FID, class coverage and accuracy on the offline
+"""The shipped metrics, each registered once: the classifier FID, class balance and accuracy on the offline
 classifier; FID (Heusel et al. 2017), KID (Binkowski et al. 2018), IS (Salimans et al. 2016) on Inception; the
-held-out FID. Registration order is the order of the logged keys."""
+held-out FID; Stacked MNIST's mode count and KL; improved precision and recall (Kynkaanniemi et al. 2019) and
+density and coverage (Naeem et al. 2020) on every extractor. Registration order is the order of the logged keys."""
 
 from __future__ import annotations
 
 import torch
 
-from dcgan.metrics.maths import class_coverage, feature_stats, frechet_distance, inception_score, kernel_distance
+from dcgan.metrics.maths import (
+    class_balance,
+    feature_stats,
+    frechet_distance,
+    inception_score,
+    kernel_distance,
+    modes_and_kl,
+)
 from dcgan.metrics.protocols import Protocol
 from dcgan.metrics.reference import ReferenceStats
 from dcgan.metrics.registry import METRICS, Metric, register_metric
@@ -32,16 +40,16 @@ class ClassifierFID(Frechet):
 
 
 @register_metric
-class Coverage(Metric):
+class ClassBalance(Metric):
     """exp(entropy of the predicted-class histogram) / classes: 1 when samples spread evenly, 1/K for one class."""
 
-    name, extractor, output = "coverage", "classifier", "logits"
+    name, extractor, output = "class_balance", "classifier", "logits"
     default = True
 
     def compute(
         self, values: torch.Tensor, reference: ReferenceStats | None, labels: torch.Tensor | None, settings: Settings
     ) -> float:
-        return class_coverage(values, values.size(1))
+        return class_balance(values, values.size(1))
 
 
 @register_metric
@@ -122,6 +130,80 @@ class HeldOutFID(Frechet):
             raise ValueError(
                 f"{protocol.name}: the held-out scorer is trained on the test split; use hfid{protocol.count}_test."
             )
+
+
+class ModeMetric(Metric):
+    """Modes with at least one sample (``modes``), or KL(mode histogram || uniform) in nats (``kl``), of the
+    classifier's argmax over its classes: 1,000 modes on Stacked MNIST (PacGAN's protocol: ``modes26k``)."""
+
+    output = "logits"
+    kl = False
+
+    def compute(
+        self, values: torch.Tensor, reference: ReferenceStats | None, labels: torch.Tensor | None, settings: Settings
+    ) -> float:
+        modes, kl = modes_and_kl(values)
+        return kl if self.kl else float(modes)
+
+
+@register_metric
+class Modes(ModeMetric):
+    name, extractor = "modes", "heldout"  # claims: the held-out scorer
+
+
+@register_metric
+class ModesKL(ModeMetric):
+    name, extractor, kl = "kl", "heldout", True
+
+
+@register_metric
+class ClassifierModes(ModeMetric):
+    name, extractor = "cmodes", "classifier"  # the training-time monitor
+
+
+@register_metric
+class ClassifierModesKL(ModeMetric):
+    name, extractor, kl = "ckl", "classifier", True
+
+
+class Manifold(Metric):
+    """One of precision, recall (k = 3), density, coverage (k = 5) of the generated features against the real
+    ones (``dcgan.metrics.manifold``); the four share one nearest-neighbour pass per scoring."""
+
+    reference = reference_features = True
+    score = ""
+
+    def check(self, protocol: Protocol, settings: Settings, num_real: int | None = None) -> None:
+        if self.split and protocol.split != self.split:
+            raise ValueError(
+                f"{protocol.name}: the {self.extractor} scorer is trained on the {self.split} split; use "
+                f"{self.name}{protocol.count}_{self.split}."
+            )
+
+    def compute(
+        self, values: torch.Tensor, reference: ReferenceStats | None, labels: torch.Tensor | None, settings: Settings
+    ) -> float:
+        from dcgan.metrics.manifold import manifold_scores  # TODO(issue 23): top-level once manifold.py lands
+
+        return manifold_scores(reference.features[self.output], values)[self.score]
+
+
+# precision, recall, density, coverage on Inception (pool3); cprecision, ... on the classifier; hprecision, ... on
+# the held-out scorer (against its own test split), as fid, cfid, hfid
+for _kind, _prefix, _output, _split in (
+    ("inception", "", "pool", None),
+    ("classifier", "c", "features", None),
+    ("heldout", "h", "features", "test"),
+):
+    for _score in ("precision", "recall", "density", "coverage"):
+        _name = f"{_prefix}{_score}"
+        register_metric(
+            type(
+                "".join(w.title() for w in (_kind, _score)),
+                (Manifold,),
+                {"name": _name, "extractor": _kind, "output": _output, "split": _split, "score": _score},
+            )
+        )
 
 
 def frechet_metric(kind: str) -> Metric:

@@ -1,5 +1,5 @@
 """The distances, on features already extracted: FID (Heusel et al. 2017), KID (Binkowski et al. 2018), IS
-(Salimans et al. 2016) and class coverage.
+(Salimans et al. 2016), class balance, and the mode count and KL of Stacked MNIST.
 
 Computed in float64 with the same estimators and random subsets as torch-fidelity, so that the same
 features give the same numbers as that reference tool (tests/test_metrics.py checks it).
@@ -93,9 +93,22 @@ def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 2020) ->
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def class_coverage(logits: torch.Tensor, num_classes: int) -> float:
+def class_balance(logits: torch.Tensor, num_classes: int) -> float:
     """exp(entropy of the predicted-class histogram) / classes: 1 when samples spread evenly, 1/K when one class."""
     counts = torch.bincount(logits.argmax(1), minlength=num_classes).double()
     p = counts / counts.sum()
     entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
     return math.exp(entropy) / num_classes
+
+
+def mode_histogram(logits: torch.Tensor) -> torch.Tensor:
+    """How many samples fall in each mode (the argmax of ``logits`` over K modes): (K,) int64 counts."""
+    return torch.bincount(logits.argmax(1), minlength=logits.size(1))
+
+
+def modes_and_kl(logits: torch.Tensor) -> tuple[int, float]:
+    """Stacked MNIST's two numbers (Metz et al. 2017; VEEGAN; PacGAN): the modes with at least one sample, and
+    KL(p || uniform) of the mode histogram p, sum over p > 0 of p log(p K), in nats."""
+    counts = mode_histogram(logits).double()
+    p = counts[counts > 0] / counts.sum()
+    return int((counts > 0).sum()), float((p * (p * logits.size(1)).log()).sum())

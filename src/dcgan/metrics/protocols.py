@@ -2,7 +2,7 @@
 
 ``fid10k_test`` is the Inception FID of 10,000 generated images against the test split (all of it, or
 10,000 of its images when it has more, drawn with a fixed seed). Metrics that compare with no real images
-(``is``, ``coverage``, ``class_acc``) have no split: ``is50k``. The metric names are those registered in
+(``is``, ``class_balance``, ``class_acc``) have no split: ``is50k``. The metric names are those registered in
 ``dcgan.metrics.registry.METRICS``.
 """
 

@@ -90,10 +90,15 @@ def register_metric(metric: M) -> M:
 
 
 def register_extra(nodes: Mapping[str, Any] | None) -> list[str]:
-    """Register the metrics of a config's ``extra`` (``{label: Metric, its class or a _target_ node}``);
-    returns their names, in order."""
+    """The metrics of a config's ``extra``, ``{label: a registered metric's name, a Metric, its class or a _target_
+    node}``, registered; returns their names, in order (``{recall: hrecall, mine: {_target_: my.Metric}}``)."""
     names = []
     for key, node in (nodes or {}).items():
+        if isinstance(node, str):
+            if node not in METRICS:
+                raise ArgumentError(f"extra.{key}", node, f"a registered metric ({', '.join(METRICS)}) or a node")
+            names.append(node)
+            continue
         if isinstance(node, Mapping) and "_target_" in node:
             from hydra.utils import instantiate
 

@@ -59,8 +59,10 @@ def available_protocols(
 ) -> list[Protocol]:
     """The protocols a run on ``datamodule`` scores: ``chosen_protocols`` whose extractor has its inputs (labels
     for the classifiers, a test split for the held-out scorer, the Inception weights file at ``inception_path``
-    or ``$DCGAN_INCEPTION_WEIGHTS``). An ``on`` extractor without them is an error."""
+    or ``$DCGAN_INCEPTION_WEIGHTS``). An ``on`` extractor without them is an error. A data set's own benchmark
+    protocols (``datamodule.metrics``: Stacked MNIST's mode count and KL) are scored as if named in ``extra``."""
     name = getattr(datamodule, "name", type(datamodule).__name__)
+    extra = [*getattr(datamodule, "metrics", ()), *extra]
     labelled = getattr(datamodule, "num_classes", None) is not None
     has_test = "test" in getattr(datamodule, "splits", ())
     weights = inception_weights(inception_path)

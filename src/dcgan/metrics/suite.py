@@ -63,6 +63,7 @@ class QualitySuite:
             k: e.to(self.device) for k, e in extractors.items() if any(p.extractor == k for p in protocols)
         }
         self.num_samples = max(p.num_samples for p in protocols)
+        self.last_outputs: dict[str, dict[str, torch.Tensor]] = {}  # what the last score() extracted (all ranks')
 
     @property
     def names(self) -> list[str]:
@@ -101,6 +102,7 @@ class QualitySuite:
         outputs = self.extract(mine())
         if world > 1:
             outputs = {k: {n: _gather_rows(v, len(z)) for n, v in o.items()} for k, o in outputs.items()}
+        self.last_outputs = outputs
         return self.compute(outputs, labels)
 
     def compute(self, outputs: dict[str, dict[str, torch.Tensor]], labels: torch.Tensor | None) -> dict[str, float]:

@@ -19,10 +19,11 @@ from dcgan.data.base import DataError, to_unit_range
 from dcgan.errors import ArgumentError
 from dcgan.metrics.build import Extractors, build_suite, check_data
 from dcgan.metrics.extractors import inception_weights
-from dcgan.metrics.library import frechet_metric
+from dcgan.metrics.library import ModeMetric, frechet_metric
+from dcgan.metrics.maths import mode_histogram, modes_and_kl
 from dcgan.metrics.protocols import Protocol
 from dcgan.metrics.reference import ReferenceStats, load_stats, save_stats
-from dcgan.metrics.registry import register_extra
+from dcgan.metrics.registry import METRICS, register_extra
 from dcgan.metrics.select import available_protocols, check_modes
 from dcgan.metrics.suite import QualitySuite, Settings
 
@@ -163,16 +164,23 @@ def evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
     if images is not None:
         report["images"] = str(Path(cfg.images).resolve())
         batches = (to_unit_range(chunk) for chunk in images.split(cfg.batch_size))
-        report["quality"] = suite.compute(suite.extract(batches), None)
+        suite.last_outputs = suite.extract(batches)
+        report["quality"] = suite.compute(suite.last_outputs, None)
         _print(report["images"], report["quality"], num_samples)
+        if out is not None:
+            report.update({k: str(v) for k, v in _plot_modes(suite, out, "modes").items()})
     else:
         rows = []
-        for path in _checkpoints(Path(cfg.ckpt_path).expanduser()):
+        checkpoints = _checkpoints(Path(cfg.ckpt_path).expanduser())
+        for path in checkpoints:
             model = load_model(str(path), cfg.device, cfg.ema)
             step = int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", -1))
             quality = suite.score(model.sample, model.generator.nz, model.hparams.get("num_classes") or None)
             rows.append({"ckpt_path": str(path.resolve()), "global_step": step, "quality": quality})
             _print(f"{path} (step {step})", quality, num_samples)
+            if out is not None:
+                name = path.stem if len(checkpoints) > 1 else "modes"
+                rows[-1].update({k: str(v) for k, v in _plot_modes(suite, out, name).items()})
         rows.sort(key=lambda r: r["global_step"])
         if len(rows) == 1:
             report.update(rows[0])
@@ -231,3 +239,35 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_modes(suite: QualitySuite, out: Path, name: str) -> dict[str, Path]:
+    """For each mode-count protocol scored (``modes26k``): the histogram of samples per mode, every mode a bar,
+    sorted from most to least visited, written as ``<name>_<protocol>.png``; ``{"histogram_<protocol>": path}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = {}
+    for p in suite.protocols:
+        metric = METRICS[p.metric]
+        if not isinstance(metric, ModeMetric) or metric.kl or p.extractor not in suite.last_outputs:
+            continue
+        logits = suite.last_outputs[p.extractor][metric.output][: p.num_samples]
+        counts = mode_histogram(logits).sort(descending=True).values.numpy()
+        modes, kl = modes_and_kl(logits)
+        fig, ax = plt.subplots(figsize=(9, 3))
+        ax.bar(np.arange(len(counts)), counts, width=1.0, color="tab:blue")
+        ax.axhline(len(logits) / len(counts), color="tab:red", lw=1, label=f"uniform ({len(logits) / len(counts):.0f})")
+        ax.set(
+            xlabel=f"mode, most to least visited (of {len(counts)})", ylabel="samples", xlim=(-0.5, len(counts) - 0.5),
+            title=f"{p.name}: {modes} modes visited, KL {kl:.3f} nats ({p.extractor} scorer, {len(logits)} samples)",
+        )  # fmt: skip
+        ax.legend(loc="upper right")
+        fig.tight_layout()
+        path = out / f"{name}_{p.name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written[f"histogram_{p.name}"] = path
+    return written

@@ -25,6 +25,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, open_dict
 
+from dcgan.lightning.callbacks import CollapseAlarm
 from dcgan.lightning.checkpoint_io import AtomicCheckpointIO
 from dcgan.lightning.requeue import lightning_cluster_plugins, requeueing_job
 from dcgan.metrics.callback import QualityMetrics
@@ -122,16 +123,16 @@ def _announce(output_dir: Path, trainer: L.Trainer | None = None) -> None:
 
 
 def _drop_unmonitorable(callbacks: list[Any], datamodule: L.LightningDataModule, conditional: bool) -> list[Any]:
-    """Remove quality-monitoring checkpoints whose metric this run cannot log (e.g. no labels, no Inception)."""
+    """Remove the best checkpoint and the collapse alarm when this run cannot log their metric (no labels, ...)."""
     quality = next((c for c in callbacks if isinstance(c, QualityMetrics)), None)
     available = quality.names(datamodule, conditional) if quality else []
     kept = []
     for callback in callbacks:
-        monitor = getattr(callback, "monitor", None) if isinstance(callback, ModelCheckpoint) else None
+        watches = isinstance(callback, (ModelCheckpoint, CollapseAlarm))
+        monitor = getattr(callback, "monitor", None) if watches else None
         if monitor and monitor.startswith("val/") and monitor not in available:
-            rank_zero_info(
-                f"No {monitor} in this run (it logs {available or 'no quality metric'}): best checkpoint off."
-            )
+            what = "collapse alarm" if isinstance(callback, CollapseAlarm) else "best checkpoint"
+            rank_zero_info(f"No {monitor} in this run (it logs {available or 'no quality metric'}): {what} off.")
             continue
         kept.append(callback)
     return kept
