@@ -5,6 +5,7 @@ from dcgan.data.cifar import CIFAR10DataModule
 from dcgan.data.digits import DigitsDataModule
 from dcgan.data.files import CelebADataModule, ImageFolderDataModule
 from dcgan.data.mnist import FashionMNISTDataModule, MNISTDataModule
+from dcgan.data.stacked_mnist import StackedMNISTDataModule, mode_of
 
 __all__ = [
     "CIFAR10DataModule",
@@ -15,5 +16,7 @@ __all__ = [
     "ImageFolderDataModule",
     "InMemoryDataModule",
     "MNISTDataModule",
+    "StackedMNISTDataModule",
+    "mode_of",
     "to_unit_range",
 ]

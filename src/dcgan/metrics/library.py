@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from dcgan.metrics.manifold import manifold_scores
 from dcgan.metrics.maths import (
     class_balance,
     feature_stats,
@@ -183,8 +184,6 @@ class Manifold(Metric):
     def compute(
         self, values: torch.Tensor, reference: ReferenceStats | None, labels: torch.Tensor | None, settings: Settings
     ) -> float:
-        from dcgan.metrics.manifold import manifold_scores  # TODO(issue 23): top-level once manifold.py lands
-
         return manifold_scores(reference.features[self.output], values)[self.score]
 
 
