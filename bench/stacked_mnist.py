@@ -28,10 +28,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOCOLS = ("modes26k", "kl26k", "hprecision26k_test", "hrecall26k_test", "hdensity26k_test", "hcoverage26k_test")
+sys.path.insert(0, str(ROOT / "src"))  # a checkout without the editable install
+from dcgan.metrics.protocols import count_label  # noqa: E402
+
 PAC = "model/discriminator=pacgan"
+MANIFOLD = ("precision", "recall", "density", "coverage")
 # arm -> (what it is, overrides of train.py). D at 1/4 or 1/2 of G's width: the Unrolled GAN setting (ngf 64).
 ARMS: dict[str, tuple[str, list[str]]] = {
     "dcgan": ("the paper's DCGAN (ngf = ndf = 64)", []),
@@ -91,7 +95,8 @@ def python(args: list[str], log: Path, env: dict[str, str] | None = None) -> flo
 
 def evaluate(target: str, where: Path, args: argparse.Namespace) -> dict[str, float]:
     """The protocols on a checkpoint (``ckpt_path=``) or images (``images=``), with the shared held-out scorer."""
-    cmd = ["evaluate.py", target, "data=stacked_mnist", f"data.data_dir={args.data_dir}", "num_samples=26000"]
+    cmd = ["evaluate.py", target, "data=stacked_mnist", f"data.data_dir={args.data_dir}", *args.data]
+    cmd += [f"num_samples={args.samples}"]
     cmd += ["quality.classifier=off", "quality.inception=off", "quality.heldout=on", "probe.enabled=false"]
     cmd += [f"quality.heldout_steps={args.heldout_steps}", f"paths.cache_dir={args.out / 'scorer-cache'}"]
     cmd += [f"hydra.run.dir={where}"]
@@ -104,7 +109,8 @@ def run(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     folder = run_dir(args.out, arm, seed)
     minutes = args.recipe_minutes if arm == "recipe" else args.minutes
     seconds = round(minutes * 60)
-    cmd = ["train.py", "data=stacked_mnist", f"data.data_dir={args.data_dir}", f"seed={seed}", *ARMS[arm][1]]
+    cmd = ["train.py", "data=stacked_mnist", f"data.data_dir={args.data_dir}", *args.data, f"seed={seed}"]
+    cmd += ARMS[arm][1]
     cmd += [f"trainer.max_time=00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"]
     cmd += ["trainer.max_epochs=-1", f"hydra.run.dir={folder / 'train'}", f"paths.cache_dir={folder / 'cache'}"]
     cmd += ["trainer.enable_progress_bar=false", "~callbacks.progress_bar", *args.extra]
@@ -117,25 +123,25 @@ def run(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     grids = sorted((folder / "train" / "samples").glob("fixed_noise_step*.png"))
     if grids:  # the last fixed-noise grid and the mode histogram stay beside result.json (the rest is git-ignored)
         shutil.copy(grids[-1], folder / "grid.png")
-    shutil.copy(folder / "eval" / "modes_modes26k.png", folder / "modes.png")
+    shutil.copy(folder / "eval" / f"modes_modes{args.n}.png", folder / "modes.png")
     result = {"arm": arm, "seed": seed, "minutes": minutes, "wall_s": wall, "global_step": steps, "quality": quality}
     (folder / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 
 def real_floor(args: argparse.Namespace) -> dict[str, float]:
-    """Real training stacks scored as the samples are: 26,000 of them, drawn with a fixed seed."""
+    """Real training stacks scored as the samples are: ``--samples`` of them (26,000), drawn with a fixed seed."""
     path = args.out / "real_floor.json"
     if path.is_file():
         return json.loads(path.read_text())
-    sys.path.insert(0, str(ROOT / "src"))
     from dcgan.data import StackedMNISTDataModule
 
-    dm = StackedMNISTDataModule(str(args.data_dir), seed=0)
+    settings = {k.removeprefix("data."): yaml.safe_load(v) for k, _, v in (a.partition("=") for a in args.data)}
+    dm = StackedMNISTDataModule(str(args.data_dir), **{"seed": 0, **settings})
     dm.prepare_data()
     dm.setup("fit")
-    index = torch.randperm(dm.num_images(), generator=torch.Generator().manual_seed(0))[:26000]
-    images = args.out / "real_stacks_26k.npz"
+    index = torch.randperm(dm.num_images(), generator=torch.Generator().manual_seed(0))[: args.samples]
+    images = args.out / "real_stacks.npz"
     np.savez(images, images=dm.images_at(index).permute(0, 2, 3, 1).numpy())
     quality = evaluate(f"images={images}", args.out / "real-eval", args)
     images.unlink()
@@ -157,8 +163,8 @@ def table(results: list[dict[str, Any]], floor: dict[str, float] | None, args: a
         f"bench/stacked_mnist.py on {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         f"training budget per run: {args.minutes:g} min (recipe {args.recipe_minutes:g} min) of trainer.max_time; "
         "wall = the whole train.py process, start-up and the monitor's first-use classifier included",
-        "scores: 26,000 samples (EMA of G where the arm has one), held-out digit scorer per channel (trained on "
-        "MNIST's test digits), precision/recall (k=3) and density/coverage (k=5) on its features vs 26k test stacks",
+        f"scores: {args.samples} samples (EMA of G where the arm has one), held-out digit scorer per channel "
+        "(trained on MNIST's test digits); precision/recall (k=3), density/coverage (k=5) vs test stacks",
         "",
         "| source, setting | model | modes (of 1,000) | KL | training |",
         "|---|---|---|---|---|",
@@ -171,20 +177,24 @@ def table(results: list[dict[str, Any]], floor: dict[str, float] | None, args: a
         q = [r["quality"] for r in mine]
         batches = statistics.fmean(r["global_step"] / 2 for r in mine)  # 2 optimizer steps per batch
         wall = statistics.fmean(r["wall_s"] for r in mine) / 60
+        modes, kl = spread([x[f"modes{args.n}"] for x in q], 1), spread([x[f"kl{args.n}"] for x in q], 3)
         lines.append(
-            f"| this framework, {mine[0]['minutes']:g} min | {arm}: {what} | {spread([x['modes26k'] for x in q], 1)} "
-            f"| {spread([x['kl26k'] for x in q], 3)} | {batches:,.0f} batches, {wall:.1f} min wall |"
+            f"| this framework, {mine[0]['minutes']:g} min | {arm}: {what} | {modes} | {kl} "
+            f"| {batches:,.0f} batches, {wall:.1f} min wall |"
         )
     if floor:
-        lines.append(f"| real stacks (26k) | the data | {floor['modes26k']:.0f} | {floor['kl26k']:.3f} | - |")
+        modes, kl = floor[f"modes{args.n}"], floor[f"kl{args.n}"]
+        lines.append(f"| real stacks ({args.n}) | the data | {modes:.0f} | {kl:.3f} | - |")
     lines += ["", "| arm | precision | recall | density | coverage |", "|---|---|---|---|---|"]
     for arm in ARMS:
         q = [r["quality"] for r in results if r["arm"] == arm]
         if q:
-            cells = [spread([x[f"h{m}26k_test"] for x in q], 3) for m in ("precision", "recall", "density", "coverage")]
+            cells = [
+                spread([x[f"h{m}{args.n}_test"] for x in q], 3) for m in ("precision", "recall", "density", "coverage")
+            ]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     if floor:
-        cells = [f"{floor[f'h{m}26k_test']:.3f}" for m in ("precision", "recall", "density", "coverage")]
+        cells = [f"{floor[f'h{m}{args.n}_test']:.3f}" for m in MANIFOLD]
         lines.append("| real stacks | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -197,10 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe-minutes", type=float, default=20.0, help="training budget of each recipe run")
     parser.add_argument("--max-minutes", type=float, default=90.0, help="start no run past this much wall time")
     parser.add_argument("--heldout-steps", type=int, default=1500, help="training steps of the held-out scorer")
+    parser.add_argument("--samples", type=int, default=26000, help="generated images scored per run (PacGAN: 26k)")
+    parser.add_argument("--data", nargs="*", default=[], help="data.* overrides for training, scoring and the floor")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every train.py run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stacked_mnist")
     args = parser.parse_args(argv)
     args.data_dir, args.out = args.data_dir.resolve(), args.out.resolve()
+    args.n = count_label(args.samples)  # the protocols' count: modes26k
     args.out.mkdir(parents=True, exist_ok=True)
     arms = parse_arms(args.arms)
     start = time.time()

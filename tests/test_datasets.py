@@ -27,13 +27,14 @@ def fixtures(tmp_path: Path, mnist_root: Path) -> dict[str, list[str]]:
         "digits": [],
         "mnist": [f"data.data_dir={mnist_root}"],
         "fashion_mnist": [f"data.data_dir={fashion}"],
+        "stacked_mnist": [f"data.data_dir={mnist_root}", "data.num_stacks=256", "data.num_test_stacks=64"],
         "cifar10": [f"data.data_dir={write_cifar(tmp_path / 'cifar')}", "data.verify_md5=false"],
         "celeba": [f"data.data_dir={write_celeba(tmp_path / 'celeba_root')}", "data.num_workers=0"],
         "folder": [f"data.data_dir={write_folder(tmp_path / 'photos')}", "data.num_workers=0"],
     }
 
 
-CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "celeba": 3, "folder": 3}
+CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "stacked_mnist": 3, "cifar10": 3, "celeba": 3, "folder": 3}
 NAMES = list(CHANNELS)
 
 

@@ -240,7 +240,9 @@ def _digit_suite(protocols: list[Protocol], seed: int = 0) -> QualitySuite:
 
 
 def test_each_extractor_runs_once_per_image_for_all_its_metrics() -> None:
-    suite = _digit_suite([Protocol("cfid", 120, "train"), Protocol("class_balance", 120), Protocol("cfid", 60, "train")])
+    suite = _digit_suite(
+        [Protocol("cfid", 120, "train"), Protocol("class_balance", 120), Protocol("cfid", 60, "train")]
+    )
     calls = []
     extractor = suite.extractors["classifier"]
     extractor.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))

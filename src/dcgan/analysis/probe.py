@@ -28,6 +28,11 @@ def discriminator_features(discriminator: nn.Module, images: torch.Tensor, batch
     try:
         for chunk in images.split(batch_size):
             blocks = discriminator.features(chunk.to(device))
+            if blocks[0].size(0) != len(chunk):
+                raise ValueError(
+                    f"{type(discriminator).__name__}.features gives {blocks[0].size(0)} rows for {len(chunk)} images "
+                    "(a packed D describes packs, not images): the per-image linear probe does not apply to it."
+                )
             pooled = [F.adaptive_max_pool2d(x, 4).flatten(1) for x in blocks]  # (B, C_block * 16) each
             out.append(torch.cat(pooled, 1).float().cpu())
     finally:

@@ -3,6 +3,7 @@ divergence guard and a collapse alarm."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,13 +13,15 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from dcgan.analysis.sampling import save_gif
 from dcgan.errors import ArgumentError, DivergenceError, check_int
+
+log = logging.getLogger(__name__)
 
 
 class CrossesSteps:
@@ -261,10 +264,11 @@ class CollapseAlarm(L.Callback):
         self._armed = False
         self.falls.append(step)
         where = self.best_checkpoint or "none was written by then"
-        rank_zero_warn(
-            f"Collapse alarm at global step {step}: {self.monitor}={value:.4g} fell below {self.fraction:g} x the "
-            f"run's best {self.best:.4g} (step {self.best_step}). The last checkpoint before the fall: {where}."
-        )
+        if trainer.is_global_zero:  # a log line (console and train.log), which no warnings filter hides
+            log.warning(
+                f"Collapse alarm at global step {step}: {self.monitor}={value:.4g} fell below {self.fraction:g} x the "
+                f"run's best {self.best:.4g} (step {self.best_step}). The last checkpoint before the fall: {where}."
+            )
         for logger in trainer.loggers:
             logger.log_metrics({"alarm/collapse": 1.0}, step=step)
 

@@ -126,7 +126,8 @@ class DCGAN(L.LightningModule):
             rank_zero_warn(
                 f"Penalty {', '.join(mixed)} is per image, but D ({type(self.discriminator).__name__}) mixes the "
                 "images of a batch (BatchNorm, packing or batch statistics). Use a D that scores each image alone: "
-                "model.discriminator.norm=none for DCGAN's (experiment=wgan_gp sets it)."
+                "for DCGAN's, model.discriminator.norm=none (experiment=wgan_gp sets it) with no packing (pacgan) and "
+                "no minibatch_std (mbstd)."
             )
         self.schedule = _build(hp.schedule, "schedule") if hp.schedule else Alternating()
         _check_optim(hp.optim)

@@ -185,13 +185,18 @@ def evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
         if len(rows) == 1:
             report.update(rows[0])
             if cfg.probe.enabled and getattr(dm, "num_classes", None):
-                probe = linear_probe(
-                    model.discriminator, dm.images, dm.load_labels(), cfg.probe.train_size, cfg.probe.test_size,
-                    C=cfg.probe.C, seed=cfg.seed,
-                )  # fmt: skip
-                report["probe"] = vars(probe)
-                print(f"probe/accuracy  {probe.accuracy:.4f} (chance {probe.chance:.4f}, {probe.num_features} D "
-                      f"features, {probe.train_size} train / {probe.test_size} test)")  # fmt: skip
+                try:
+                    probe = linear_probe(
+                        model.discriminator, dm.images, dm.load_labels(), cfg.probe.train_size, cfg.probe.test_size,
+                        C=cfg.probe.C, seed=cfg.seed,
+                    )  # fmt: skip
+                except ValueError as err:  # a D whose features describe packs of images
+                    report["probe"] = f"skipped: {err}"
+                    print(f"probe: skipped: {err}")
+                else:
+                    report["probe"] = vars(probe)
+                    print(f"probe/accuracy  {probe.accuracy:.4f} (chance {probe.chance:.4f}, {probe.num_features} D "
+                          f"features, {probe.train_size} train / {probe.test_size} test)")  # fmt: skip
         else:
             report["checkpoints"] = rows
             _print_run(rows)
