@@ -82,7 +82,7 @@ class ClassifierExtractor(Extractor):
         return {"features": features, "logits": self.classifier.head(features)}
 
 
-class PerChannelExtractor(Extractor):
+class PerChannelExtractor(ClassifierExtractor):
     """A classifier of one-channel images read on each channel of a stacked image (Stacked MNIST: a digit in each
     of R, G and B), as PacGAN's protocol scores it.
 
@@ -92,12 +92,9 @@ class PerChannelExtractor(Extractor):
     metrics (``class_balance``, ``class_acc``, ``modes``) read it as a K^C-class classifier.
     """
 
-    outputs = ("features", "logits")
-
     def __init__(self, classifier: nn.Module, kind: str) -> None:
-        super().__init__()
-        self.classifier, self.kind = classifier.eval(), kind
-        self.digest = f"{kind}-per-channel-{type(classifier).__name__}-{weights_digest(classifier)}"
+        super().__init__(classifier, kind)
+        self.digest = self.digest.replace(f"{kind}-", f"{kind}-per-channel-", 1)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
