@@ -93,7 +93,7 @@ def python(args: list[str], log: Path, env: dict[str, str] | None = None) -> flo
     return seconds
 
 
-def evaluate(target: str, where: Path, args: argparse.Namespace) -> dict[str, float]:
+def evaluate(target: str, where: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The protocols on a checkpoint (``ckpt_path=``) or images (``images=``), with the shared held-out scorer."""
     cmd = ["evaluate.py", target, "data=stacked_mnist", f"data.data_dir={args.data_dir}", *args.data]
     cmd += [f"num_samples={args.samples}"]
@@ -101,7 +101,7 @@ def evaluate(target: str, where: Path, args: argparse.Namespace) -> dict[str, fl
     cmd += [f"quality.heldout_steps={args.heldout_steps}", f"paths.cache_dir={args.out / 'scorer-cache'}"]
     cmd += [f"hydra.run.dir={where}"]
     python(cmd, where.parent / f"{where.name}.log")
-    return json.loads((where / "evaluation.json").read_text())["quality"]
+    return json.loads((where / "evaluation.json").read_text())  # "quality", "histogram_modes26k", ...
 
 
 def run(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -119,11 +119,12 @@ def run(arm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     wall = python(cmd, folder / "train.log", env)
     ckpt = folder / "train" / "checkpoints" / "last.ckpt"
     steps = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
-    quality = evaluate(f"ckpt_path={ckpt}", folder / "eval", args)
+    report = evaluate(f"ckpt_path={ckpt}", folder / "eval", args)
+    quality = report["quality"]
     grids = sorted((folder / "train" / "samples").glob("fixed_noise_step*.png"))
     if grids:  # the last fixed-noise grid and the mode histogram stay beside result.json (the rest is git-ignored)
         shutil.copy(grids[-1], folder / "grid.png")
-    shutil.copy(folder / "eval" / f"modes_modes{args.n}.png", folder / "modes.png")
+    shutil.copy(report[f"histogram_modes{args.n}"], folder / "modes.png")
     result = {"arm": arm, "seed": seed, "minutes": minutes, "wall_s": wall, "global_step": steps, "quality": quality}
     (folder / "result.json").write_text(json.dumps(result, indent=1))
     return result
@@ -143,7 +144,7 @@ def real_floor(args: argparse.Namespace) -> dict[str, float]:
     index = torch.randperm(dm.num_images(), generator=torch.Generator().manual_seed(0))[: args.samples]
     images = args.out / "real_stacks.npz"
     np.savez(images, images=dm.images_at(index).permute(0, 2, 3, 1).numpy())
-    quality = evaluate(f"images={images}", args.out / "real-eval", args)
+    quality = evaluate(f"images={images}", args.out / "real-eval", args)["quality"]
     images.unlink()
     path.write_text(json.dumps(quality, indent=1))
     return quality

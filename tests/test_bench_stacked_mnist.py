@@ -31,6 +31,10 @@ def test_the_bench_trains_scores_saves_and_skips_finished_runs(
         assert 0 <= result["quality"]["hrecall300_test"] <= 1 and result["global_step"] > 0
         assert (out / "runs" / f"{arm}-s0" / "grid.png").is_file()
         assert (out / "runs" / f"{arm}-s0" / "modes.png").is_file()
+        report = json.loads((out / "runs" / f"{arm}-s0" / "eval" / "evaluation.json").read_text())
+        assert Path(report["histogram_modes300"]).name == "histogram_modes300.png"  # evaluate.py drew it
+        modes, kl = result["quality"]["modes300"], result["quality"]["kl300"]
+        assert f"| {modes:.1f} (1 seed) | {kl:.3f} (1 seed) |" in (out / "table.md").read_text()  # the row is it
     floor = json.loads((out / "real_floor.json").read_text())
     assert 1 <= floor["modes300"] <= 300 and floor["kl300"] >= 0  # 300 real stacks of random-label digits
     table = (out / "table.md").read_text()

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from dcgan.errors import ArgumentError
@@ -64,7 +65,7 @@ def test_collapse_protocol_names_carry_samples_scorer_and_split() -> None:
         Protocol.parse("hdensity10k")
     with pytest.raises(ValueError, match="uses no real images: drop the split"):
         Protocol("modes", 26000, "test")
-    with pytest.raises(ValueError, match="held-out|heldout scorer is trained on the test split"):
+    with pytest.raises(ValueError, match="heldout scorer is trained on the test split; use hrecall100_test"):
         METRICS["hrecall"].check(Protocol("hrecall", 100, "train"), None)
     assert register_extra({"a": "hrecall", "b": "cmodes"}) == ["hrecall", "cmodes"]
     with pytest.raises(ArgumentError, match="extra.x=recal"):
@@ -84,12 +85,12 @@ class Scores:
             checkpoint_callbacks=[SimpleNamespace(dirpath=str(self.checkpoints))],
         )  # fmt: skip
 
-    def run(self, alarm: CollapseAlarm, values: list[float], every: int = 100) -> None:
+    def run(self, alarm: CollapseAlarm, values: list[float], every: int = 100, key: str = "val/cmodes1k") -> None:
         for i, value in enumerate(values, start=1):
             self.trainer.global_step = i * every
-            (self.checkpoints / f"step{i * every:07d}.ckpt").touch()  # a periodic save just before each score
-            self.trainer.callback_metrics = {"val/cmodes1k": torch.tensor(value)}
+            self.trainer.callback_metrics = {key: torch.tensor(value)}
             alarm.on_train_epoch_end(self.trainer, None)
+            (self.checkpoints / f"step{i * every:07d}.ckpt").touch()  # Lightning saves after the other callbacks
 
 
 def test_the_alarm_fires_once_on_a_fall_names_the_best_checkpoint_and_rearms(tmp_path: Path, caplog) -> None:
@@ -114,11 +115,30 @@ def test_the_alarm_stays_quiet_on_a_flat_or_rising_curve(tmp_path: Path, caplog)
     assert alarm.best == 800 and alarm.best_step == 800
 
 
+def test_the_alarm_watches_a_lower_is_better_score_in_min_mode(tmp_path: Path, caplog) -> None:
+    scores, alarm = Scores(tmp_path), CollapseAlarm("val/ckl1k", fraction=0.8, mode="min")
+    with caplog.at_level(logging.WARNING, logger="dcgan.lightning.callbacks"):
+        scores.run(alarm, [2.0, 1.0, 0.8, 0.9, 1.1], key="val/ckl1k")  # 1.1 > 0.8 / 0.8 = 1.0: a fall
+    assert alarm.falls == [500] and alarm.best == pytest.approx(0.8) and alarm.best_step == 300
+    assert "val/ckl1k=1.1 rose above 1/0.8 x the run's best 0.8 (step 300)" in caplog.records[0].getMessage()
+
+
+def test_a_resumed_alarm_keeps_its_best_only_for_the_same_monitor(tmp_path: Path) -> None:
+    scores, alarm = Scores(tmp_path), CollapseAlarm("val/cmodes1k")
+    scores.run(alarm, [300, 600])
+    same, other = CollapseAlarm("val/cmodes1k"), CollapseAlarm("val/class_balance1k")
+    same.load_state_dict(alarm.state_dict())
+    other.load_state_dict(alarm.state_dict())
+    assert (same.best, same.best_step) == (600, 200) and (other.best, other.best_step) == (None, -1)
+
+
 def test_the_alarm_checks_its_arguments() -> None:
     with pytest.raises(ArgumentError, match="fraction=1.5: expected a share of the best value in"):
         CollapseAlarm("val/cmodes1k", fraction=1.5)
     with pytest.raises(ArgumentError, match="monitor="):
         CollapseAlarm("")
+    with pytest.raises(ArgumentError, match="mode=up: expected max"):
+        CollapseAlarm("val/cmodes1k", mode="up")
 
 
 def test_the_alarm_reads_the_score_the_quality_callback_logged_in_a_real_run(make_cfg) -> None:
@@ -128,7 +148,12 @@ def test_the_alarm_reads_the_score_the_quality_callback_logged_in_a_real_run(mak
     with pytest.warns(UserWarning, match="FID/KID/IS are off"):
         metrics = train(cfg)
     assert 0 < metrics["val/class_balance64"] <= 1
-    # the alarm's state is saved with the run: it saw both epochs' scores
+    # the alarm saw both epochs' scores: its best is the higher of the two logged ones, at that score's step
+    (events_file,) = (Path(cfg.paths.output_dir) / "tensorboard").glob("events.out.tfevents.*")
+    events = EventAccumulator(str(events_file))
+    events.Reload()
+    logged = {s.step: s.value for s in events.Scalars("val/class_balance64")}
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
     (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("CollapseAlarm")]
-    assert state["best"] is not None and state["best_step"] in (14, 28)
+    assert sorted(logged) == [14, 28] and state["monitor"] == "val/class_balance64"
+    assert state["best_step"] == max(logged, key=logged.get) and state["best"] == pytest.approx(max(logged.values()))

@@ -87,6 +87,17 @@ def test_train_plus_test_source_stacks_both_splits_digits(mnist_root: Path) -> N
     assert dm.identity() != stacked(mnist_root, num_stacks=5000).identity()  # metric caches tell them apart
 
 
+def test_unseen_digits_are_the_mnist_split_a_classifier_of_a_split_never_saw(mnist_root: Path) -> None:
+    dm = stacked(mnist_root)
+    train, test = dm.digits("train"), dm.digits("test")
+    unseen_by_train, unseen_by_test = dm.unseen_digits("train"), dm.unseen_digits("test")
+    assert torch.equal(unseen_by_train[0], test[0]) and torch.equal(unseen_by_train[1], test[1])
+    assert torch.equal(unseen_by_test[0], train[0]) and torch.equal(unseen_by_test[1], train[1])
+    both = stacked(mnist_root, source="train+test")
+    assert both.unseen_digits("train") is None  # its training digits are all of MNIST
+    assert torch.equal(both.unseen_digits("test")[0], train[0])  # MNIST's training digits, not the 70k mix
+
+
 def test_test_split_is_fixed_stacks_of_the_test_digits_for_every_seed(mnist_root: Path) -> None:
     test = stacked(mnist_root, seed=1, num_test_stacks=300).for_split("test")
     other = stacked(mnist_root, seed=2, num_test_stacks=300).for_split("test")

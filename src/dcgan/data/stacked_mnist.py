@@ -86,6 +86,7 @@ class StackedMNISTDataModule(InMemoryDataModule):
     num_classes = 1000
     splits = ("train", "test")
     digit_channels = True
+    digit_classes = 10  # per channel: mode ids are base-10 numerals (mode_of)
     # the benchmark's protocols, scored wherever their scorer is on: modes/kl and precision, recall, density,
     # coverage on the held-out scorer (evaluate.py, claims); cmodes/ckl on the training-time classifier (the monitor)
     metrics = ("modes", "kl", "hprecision", "hrecall", "hdensity", "hcoverage", "cmodes", "ckl")
@@ -172,6 +173,17 @@ class StackedMNISTDataModule(InMemoryDataModule):
         """
         self._check_split(split)
         return self._pixels(split), self._labels(split)
+
+    def unseen_digits(self, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """MNIST's digits that ``digits(split)`` does not hold (a classifier trained on those never saw them), as
+        uint8 (N, 1, H, W) and labels; None with ``source=train+test``, whose training digits are all of MNIST."""
+        self._check_split(split)
+        other = [p for p in ("train", "test") if p not in self._parts(split)]
+        if not other:
+            return None
+        part = self._mnist[other[0]]
+        part.ensure_files()
+        return part.load_images(), part.load_labels()
 
     def stacks(self, split: str) -> torch.Tensor:
         """(S, 3) int64: the indices into ``digits(split)`` of each image's R, G and B digit."""

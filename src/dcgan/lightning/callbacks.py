@@ -227,61 +227,68 @@ class DivergenceGuard(EveryNBatches):
 
 class CollapseAlarm(L.Callback):
     """Says when a diversity score falls: ``monitor`` (``val/cmodes1k``, a recall) below ``fraction`` of the best
-    value the run has logged so far (mode collapse, or G dropping classes).
+    value the run has logged so far (mode collapse, or G dropping classes). ``mode="min"`` watches a score where
+    lower is better (``val/ckl1k``): the alarm fires when it rises above the best divided by ``fraction``.
 
     Read after each quality score (place it after ``callbacks.quality``). The log line names the step, the value,
-    the best one and its step, and the last checkpoint written at or before that best step; the event is logged
+    the best one and its step, and the newest checkpoint on disk at or before that best step; the event is logged
     as ``alarm/collapse`` = 1 at that step (a spike in TensorBoard's scalars). It fires once per fall and re-arms
-    when the score climbs back above the threshold.
+    when the score climbs back. Its state is saved with the run; resumed with another ``monitor`` it starts afresh.
     """
 
-    def __init__(self, monitor: str, fraction: float = 0.8) -> None:
+    def __init__(self, monitor: str, fraction: float = 0.8, mode: str = "max") -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ArgumentError("monitor", monitor, "a logged key such as val/cmodes1k or val/crecall1k_test")
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
             raise ArgumentError("fraction", fraction, "a share of the best value in (0, 1)", 0.8)
-        self.monitor, self.fraction = monitor, float(fraction)
+        if mode not in ("max", "min"):
+            raise ArgumentError("mode", mode, "max (higher is better: modes, recall) or min (kl)", "max")
+        self.monitor, self.fraction, self.mode = monitor, float(fraction), mode
         self.best: float | None = None
         self.best_step = -1
-        self.best_checkpoint: str | None = None  # the newest checkpoint on disk when the best was logged
         self.falls: list[int] = []  # global steps at which the alarm fired
         self._armed = True
+
+    def _better(self, value: float, than: float) -> bool:
+        return value > than if self.mode == "max" else value < than
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
             return
         value, step = float(value), trainer.global_step
-        if self.best is None or value > self.best:
+        if self.best is None or self._better(value, self.best):
             self.best, self.best_step = value, step
-            self.best_checkpoint = _newest_checkpoint(trainer, step)
-        threshold = self.fraction * self.best
-        if value >= threshold:
+        threshold = self.fraction * self.best if self.mode == "max" else self.best / self.fraction
+        if not self._better(threshold, value):  # at or past the threshold on the good side
             self._armed = True
             return
         if not self._armed:
             return
         self._armed = False
         self.falls.append(step)
-        where = self.best_checkpoint or "none was written by then"
+        where = _newest_checkpoint(trainer, self.best_step) or "none on disk"
         if trainer.is_global_zero:  # a log line (console and train.log), which no warnings filter hides
+            past = f"fell below {self.fraction:g} x" if self.mode == "max" else f"rose above 1/{self.fraction:g} x"
             log.warning(
-                f"Collapse alarm at global step {step}: {self.monitor}={value:.4g} fell below {self.fraction:g} x the "
-                f"run's best {self.best:.4g} (step {self.best_step}). The last checkpoint before the fall: {where}."
+                f"Collapse alarm at global step {step}: {self.monitor}={value:.4g} {past} the run's best "
+                f"{self.best:.4g} (step {self.best_step}). The newest checkpoint at or before that best: {where}."
             )
         for logger in trainer.loggers:
             logger.log_metrics({"alarm/collapse": 1.0}, step=step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("best", "best_step", "best_checkpoint", "falls", "_armed")}
+        return {k: getattr(self, k) for k in ("monitor", "best", "best_step", "falls", "_armed")}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        for key, value in state_dict.items():
-            setattr(self, key, value)
+        if state_dict.get("monitor") != self.monitor:  # another score: its best says nothing about this one
+            return
+        for key in ("best", "best_step", "falls", "_armed"):
+            setattr(self, key, state_dict[key])
 
 
 def _newest_checkpoint(trainer: L.Trainer, step: int) -> str | None:
-    """The checkpoint file with the highest step at or below ``step`` that the run's checkpoint callbacks wrote."""
+    """The checkpoint file on disk with the highest step at or below ``step`` in the run's checkpoint folders."""
     found: list[tuple[int, str]] = []
     for callback in trainer.checkpoint_callbacks:
         folder = Path(getattr(callback, "dirpath", None) or "")

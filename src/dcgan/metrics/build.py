@@ -50,8 +50,8 @@ def _classifier(dm: InMemoryDataModule, split: str, kind: str, how: Extractors) 
     """The ``classifier`` (trained on ``split``, the training split) or ``heldout`` scorer (the test split).
 
     A data set whose channels each hold a digit (``digit_channels``: Stacked MNIST) gets a one-channel digit
-    classifier trained on its source digits and read per channel, and its accuracy on the digits of the other
-    split (10,000 of them, which it never saw) is logged: a mode count is only as good as it.
+    classifier (``digit_classes`` classes) trained on its source digits and read per channel, and its accuracy on
+    10,000 MNIST digits it never saw (``unseen_digits``) is logged: a mode count is only as good as it.
     """
     arch, steps = ("heldout", how.heldout_steps) if kind == "heldout" else ("digit", how.classifier_steps)
     if not getattr(dm, "digit_channels", False):
@@ -59,15 +59,17 @@ def _classifier(dm: InMemoryDataModule, split: str, kind: str, how: Extractors) 
         model = cached_classifier(data.images, data.load_labels(), dm.num_classes, how.cache_dir, steps, arch)
         return ClassifierExtractor(model, kind)
     images, labels = dm.digits(split)
-    model = cached_classifier(images, labels, int(labels.max()) + 1, how.cache_dir, steps, arch)
-    other = "train" if split == "test" else "test"
-    unseen, unseen_labels = dm.digits(other)
-    stride = max(1, len(unseen) // 10_000)  # 10k of them: the accuracy to about 0.1%, in a few seconds
-    unseen, unseen_labels = unseen[::stride], unseen_labels[::stride]
-    log.info(
-        "%s digit classifier (trained on the %s digits): %.2f%% correct on the %d %s digits it never saw",
-        kind, split, 100 * accuracy(model, unseen, unseen_labels), len(unseen), other,
-    )  # fmt: skip
+    model = cached_classifier(images, labels, dm.digit_classes, how.cache_dir, steps, arch)
+    unseen = dm.unseen_digits(split)
+    if unseen is None:
+        log.info("%s digit classifier: trained on all of MNIST's digits, so none is left to measure it on", kind)
+    else:
+        stride = max(1, len(unseen[0]) // 10_000)  # 10k of them: the accuracy to about 0.1%, in a few seconds
+        images, labels = unseen[0][::stride], unseen[1][::stride]
+        log.info(
+            "%s digit classifier (trained on the %s digits): %.2f%% correct on %d MNIST digits it never saw",
+            kind, split, 100 * accuracy(model, images, labels), len(images),
+        )  # fmt: skip
     return PerChannelExtractor(model, kind)
 
 

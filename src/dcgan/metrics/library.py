@@ -126,12 +126,6 @@ class HeldOutFID(Frechet):
     name, extractor, output = "hfid", "heldout", "features"  # the held-out scorer, trained on the test split only
     split = "test"
 
-    def check(self, protocol: Protocol, settings: Settings, num_real: int | None = None) -> None:
-        if protocol.split != "test":
-            raise ValueError(
-                f"{protocol.name}: the held-out scorer is trained on the test split; use hfid{protocol.count}_test."
-            )
-
 
 class ModeMetric(Metric):
     """Modes with at least one sample (``modes``), or KL(mode histogram || uniform) in nats (``kl``), of the
@@ -175,11 +169,9 @@ class Manifold(Metric):
     score = ""
 
     def check(self, protocol: Protocol, settings: Settings, num_real: int | None = None) -> None:
-        if self.split and protocol.split != self.split:
-            raise ValueError(
-                f"{protocol.name}: the {self.extractor} scorer is trained on the {self.split} split; use "
-                f"{self.name}{protocol.count}_{self.split}."
-            )
+        super().check(protocol, settings, num_real)
+        if min(protocol.num_samples, num_real or protocol.num_samples) < 6:
+            raise ValueError(f"{protocol.name}: the 5 nearest neighbours of each image need at least 6 images.")
 
     def compute(
         self, values: torch.Tensor, reference: ReferenceStats | None, labels: torch.Tensor | None, settings: Settings
@@ -187,22 +179,16 @@ class Manifold(Metric):
         return manifold_scores(reference.features[self.output], values)[self.score]
 
 
-# precision, recall, density, coverage on Inception (pool3); cprecision, ... on the classifier; hprecision, ... on
-# the held-out scorer (against its own test split), as fid, cfid, hfid
-for _kind, _prefix, _output, _split in (
-    ("inception", "", "pool", None),
-    ("classifier", "c", "features", None),
-    ("heldout", "h", "features", "test"),
-):
-    for _score in ("precision", "recall", "density", "coverage"):
-        _name = f"{_prefix}{_score}"
-        register_metric(
-            type(
-                "".join(w.title() for w in (_kind, _score)),
-                (Manifold,),
-                {"name": _name, "extractor": _kind, "output": _output, "split": _split, "score": _score},
-            )
-        )
+def _register_manifold(kind: str, prefix: str, output: str, split: str | None) -> None:
+    """precision, recall, density, coverage on ``kind``'s ``output``, named ``<prefix><score>`` (as fid/cfid/hfid)."""
+    for score in ("precision", "recall", "density", "coverage"):
+        attributes = {"name": prefix + score, "extractor": kind, "output": output, "split": split, "score": score}
+        register_metric(type(f"{kind.title()}{score.title()}", (Manifold,), attributes))
+
+
+_register_manifold("inception", "", "pool", None)  # precision10k_test: Inception pool3
+_register_manifold("classifier", "c", "features", None)  # cprecision: the training-time classifier
+_register_manifold("heldout", "h", "features", "test")  # hprecision10k_test: the held-out scorer, its test split
 
 
 def frechet_metric(kind: str) -> Metric:

@@ -39,7 +39,13 @@ class Metric:
     default: bool = False  # scored whenever its extractor is on; otherwise only when named in ``extra``
 
     def check(self, protocol: Protocol, settings: Settings, num_real: int | None = None) -> None:
-        """Raise ValueError for sizes ``protocol`` cannot be computed with (``num_real``: once it is known)."""
+        """Raise ValueError for sizes ``protocol`` cannot be computed with (``num_real``: once it is known), or for
+        another split than a fixed ``split``. Overrides call it first."""
+        if self.split and protocol.split != self.split:
+            raise ValueError(
+                f"{protocol.name}: the {self.extractor} scorer is trained on the {self.split} split; use "
+                f"{self.name}{protocol.count}_{self.split}."
+            )
 
     def compute(
         self,

@@ -168,7 +168,7 @@ def evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
         report["quality"] = suite.compute(suite.last_outputs, None)
         _print(report["images"], report["quality"], num_samples)
         if out is not None:
-            report.update({k: str(v) for k, v in _plot_modes(suite, out, "modes").items()})
+            report.update({k: str(v) for k, v in _plot_modes(suite, out).items()})
     else:
         rows = []
         checkpoints = _checkpoints(Path(cfg.ckpt_path).expanduser())
@@ -179,24 +179,23 @@ def evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
             rows.append({"ckpt_path": str(path.resolve()), "global_step": step, "quality": quality})
             _print(f"{path} (step {step})", quality, num_samples)
             if out is not None:
-                name = path.stem if len(checkpoints) > 1 else "modes"
-                rows[-1].update({k: str(v) for k, v in _plot_modes(suite, out, name).items()})
+                prefix = f"{path.stem}_" if len(checkpoints) > 1 else ""
+                rows[-1].update({k: str(v) for k, v in _plot_modes(suite, out, prefix).items()})
         rows.sort(key=lambda r: r["global_step"])
         if len(rows) == 1:
             report.update(rows[0])
-            if cfg.probe.enabled and getattr(dm, "num_classes", None):
-                try:
-                    probe = linear_probe(
-                        model.discriminator, dm.images, dm.load_labels(), cfg.probe.train_size, cfg.probe.test_size,
-                        C=cfg.probe.C, seed=cfg.seed,
-                    )  # fmt: skip
-                except ValueError as err:  # a D whose features describe packs of images
-                    report["probe"] = f"skipped: {err}"
-                    print(f"probe: skipped: {err}")
-                else:
-                    report["probe"] = vars(probe)
-                    print(f"probe/accuracy  {probe.accuracy:.4f} (chance {probe.chance:.4f}, {probe.num_features} D "
-                          f"features, {probe.train_size} train / {probe.test_size} test)")  # fmt: skip
+            packing = getattr(model.discriminator, "packing", 1)
+            if cfg.probe.enabled and getattr(dm, "num_classes", None) and packing > 1:
+                report["probe"] = f"skipped: D scores packs of {packing} images; the probe needs per-image features"
+                print(f"probe: {report['probe']}")
+            elif cfg.probe.enabled and getattr(dm, "num_classes", None):
+                probe = linear_probe(
+                    model.discriminator, dm.images, dm.load_labels(), cfg.probe.train_size, cfg.probe.test_size,
+                    C=cfg.probe.C, seed=cfg.seed,
+                )  # fmt: skip
+                report["probe"] = vars(probe)
+                print(f"probe/accuracy  {probe.accuracy:.4f} (chance {probe.chance:.4f}, {probe.num_features} D "
+                      f"features, {probe.train_size} train / {probe.test_size} test)")  # fmt: skip
         else:
             report["checkpoints"] = rows
             _print_run(rows)
@@ -246,9 +245,10 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _plot_modes(suite: QualitySuite, out: Path, name: str) -> dict[str, Path]:
+def _plot_modes(suite: QualitySuite, out: Path, prefix: str = "") -> dict[str, Path]:
     """For each mode-count protocol scored (``modes26k``): the histogram of samples per mode, every mode a bar,
-    sorted from most to least visited, written as ``<name>_<protocol>.png``; ``{"histogram_<protocol>": path}``."""
+    sorted from most to least visited, written as ``<prefix>histogram_<protocol>.png``; returns
+    ``{"histogram_<protocol>": path}`` (the keys ``evaluation.json`` holds)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -271,7 +271,7 @@ def _plot_modes(suite: QualitySuite, out: Path, name: str) -> dict[str, Path]:
         )  # fmt: skip
         ax.legend(loc="upper right")
         fig.tight_layout()
-        path = out / f"{name}_{p.name}.png"
+        path = out / f"{prefix}histogram_{p.name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written[f"histogram_{p.name}"] = path
