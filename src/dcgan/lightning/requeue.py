@@ -105,7 +105,7 @@ class RequeueOnSignal(EveryNBatches):
         if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
             return
         name = signal.Signals(self._received or self._signum).name
-        path = _save_last(trainer)
+        path = save_last(trainer)
         if trainer.is_global_zero:
             log.warning("%s received: stopped at global step %d: wrote %s.", name, trainer.global_step, path)
         self._hand_over()
@@ -133,7 +133,7 @@ def _is_signal_name(name: str) -> bool:
     return name in signal.Signals.__members__
 
 
-def _save_last(trainer: L.Trainer) -> str:
+def save_last(trainer: L.Trainer) -> str:
     """Write every ``save_last`` checkpoint callback's ``last.ckpt`` now (collective under DDP); returns its path."""
     written = ""
     for callback in trainer.checkpoint_callbacks:

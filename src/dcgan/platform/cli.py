@@ -22,6 +22,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from dcgan.errors import UserError
+from dcgan.lightning.checkpoint_io import DiskFullError
+from dcgan.lightning.interrupt import EXIT_STATUS, Interrupted
 from dcgan.platform.configs import CONF_DIR, CONFIG_DIR_ENV
 from dcgan.platform.extras import MissingExtra, check_command_line
 from dcgan.platform.validation import check_run_dirs
@@ -96,11 +98,32 @@ def main(cfg: DictConfig) -> float | None:
     """
     try:
         return objective(cfg, train(cfg))
+    except DiskFullError as err:
+        logging.raiseExceptions = False  # train.log cannot be written either: no "Logging error" traceback per line
+        _exit_with(UserError(f"{err} Make room there (or move the run dir), then continue with: {_continue(err, cfg)}"))
     except UserError as err:  # the message already says what is wrong and how to fix it
         _exit_with(err)
     except SIGTERMException:  # last.ckpt was written at the step it stopped (GANCheckpoint.on_exception)
-        log.warning("Stopped by SIGTERM. Continue with: %s", resume_command(Path(cfg.paths.output_dir).resolve()))
+        log.warning("Stopped by SIGTERM. Continue with: %s", resume_command(_run_dir(cfg)))
         sys.exit(128 + signal.SIGTERM)  # in a sweep too: the sweep stops; re-issued, each job resumes its own
+    except Interrupted as stop:  # the first Ctrl-C: last.ckpt written at a batch boundary (StopOnCtrlC)
+        log.warning("%s Continue with: %s", stop, resume_command(_run_dir(cfg)))
+        sys.exit(EXIT_STATUS)
+    except KeyboardInterrupt:  # before training started: StopOnCtrlC handles Ctrl-C from the first batch on
+        log.warning("Ctrl-C before training started: nothing was trained, nothing to continue.")
+        sys.exit(EXIT_STATUS)
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir).resolve()
+
+
+def _continue(err: DiskFullError, cfg: DictConfig) -> str:
+    """The command that continues from the last good checkpoint: ``last`` where that is last.ckpt, else the file."""
+    command = resume_command(_run_dir(cfg))
+    if err.last_good and Path(err.last_good[1]).name != "last.ckpt":
+        command = command.replace("ckpt_path=last", f"ckpt_path={err.last_good[1]}")
+    return command
 
 
 @_before_hydra
