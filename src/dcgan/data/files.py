@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +44,14 @@ def decode_image(path: Path, image_size: int, channels: int, crop: int | None = 
 
 
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)  # PIL: truncated, unknown, broken chunks
+
+
+def _damaged(err: Exception) -> bool:
+    """A file's bytes cannot be decoded (PIL raises errno-less errors), not an I/O fault of the disk or the network
+    (EIO, ESTALE, a file deleted mid-run: those carry an errno and stop the run as they are)."""
+    return not (isinstance(err, OSError) and err.errno is not None)
+
+
 BAD_IMAGES = ("skip", "fail")
 # data.bad_images=skip passes over a few damaged files; past this share of the folder the folder (or the archive it
 # came from) is broken, and the run stops naming the files, as with data.bad_images=fail.
@@ -85,6 +94,8 @@ class ImageFiles(Dataset):
                 try:
                     return self.decode(self.files[j]), failures
                 except DECODE_ERRORS as err:
+                    if not _damaged(err):
+                        raise
                     reason = f"{type(err).__name__}: {err}"
             failures.append((j, reason))
             if not self.skip:
@@ -296,7 +307,10 @@ class ImageFilesDataModule(InMemoryDataModule):
         if found and (not skip or _too_many(found, files)):
             why = f" (more than {MAX_BAD_SHARE:.0%}: not a few damaged files)" if skip else ""
             raise _undecodable(self.name, found, files, why)
-        self._skipped_file().write_text(json.dumps([[i, str(files[i]), reason] for i, reason in found]))
+        sidecar = self._skipped_file()
+        tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([[i, str(files[i]), reason] for i, reason in found]))
+        os.replace(tmp, sidecar)  # sweep jobs sharing a cache_dir never read half of it
         self._note_skipped(found)
 
     def _skipped_file(self) -> Path:
@@ -352,6 +366,10 @@ class ImageFilesDataModule(InMemoryDataModule):
             self.dataset = ImageFiles(self.files, self.decode, skip=self.bad_images == "skip", known_bad=known_bad)
 
     def teardown(self, stage: str) -> None:
+        if self.bad is not None:
+            self.bad.report()
+
+    def on_exception(self, exception: BaseException) -> None:  # a run stopped early still lists what it skipped
         if self.bad is not None:
             self.bad.report()
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
@@ -169,15 +171,25 @@ class GANCheckpoint(CrossesSteps, ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self._local():
             self._check_space(trainer, trainer.lightning_module, Path(filepath).stat().st_size)
+
+    def _local(self) -> bool:
+        return bool(self.dirpath) and isinstance(get_filesystem(self.dirpath), LocalFileSystem)
+
+    def save_crossed(self, trainer: L.Trainer) -> None:
+        """The periodic checkpoint of this batch, if it crossed a multiple of ``every_n_train_steps``: for a stop at
+        a batch boundary that runs before this callback's own batch end (Lightning calls checkpoint callbacks last)."""
+        if self.crossed(trainer, self._every_n_train_steps) and not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _check_space(self, trainer: L.Trainer, pl_module: L.LightningModule, size: int | None = None) -> None:
         """Warn once when the checkpoints kept from now to the end of the run will not fit in the free space."""
-        if self._space_warned or not self.dirpath or not trainer.is_global_zero:
+        if self._space_warned or not self._local() or not trainer.is_global_zero:
             return
         folder = Path(self.dirpath)
-        folder.mkdir(parents=True, exist_ok=True)
+        while not folder.is_dir() and folder != folder.parent:  # created by the first save; measure where it will be
+            folder = folder.parent
         size = size or _checkpoint_bytes(pl_module)
         steps_left = self._steps_left(trainer, pl_module)
         every = self._every_n_train_steps
@@ -189,7 +201,10 @@ class GANCheckpoint(CrossesSteps, ModelCheckpoint):
         else:
             files = 0
         needed = (files + 1) * size  # + 1: a save writes its new file before it replaces the old last.ckpt
-        free = checkpoint_io.free_bytes(folder)
+        try:
+            free = checkpoint_io.free_bytes(folder)
+        except OSError:
+            return
         if needed <= free:
             return
         self._space_warned = True
@@ -202,8 +217,8 @@ class GANCheckpoint(CrossesSteps, ModelCheckpoint):
         )
         end = f" by the end of the run (about global step {trainer.global_step + steps_left})" if steps_left else ""
         log.warning(
-            f"Checkpoint space: {files} more checkpoint(s) of about {megabytes(size)} will be kept in {folder}{end}, "
-            f"{megabytes(needed)} with a save's temporary copy, but {megabytes(free)} is free there (room for "
+            f"Checkpoint space: {files} more checkpoint(s) of about {megabytes(size)} will be kept in {self.dirpath}"
+            f"{end}, {megabytes(needed)} with a save's temporary copy, but {megabytes(free)} is free there (room for "
             f"{fits}). Fix: {keep_fewer}free space there, or run on a larger disk (hydra.run.dir=...)."
         )
 

@@ -83,17 +83,16 @@ def _out_of_space(err: BaseException, folder: Path, needed: int) -> bool:
         return False
 
 
-def remove_leftovers(folder: Path) -> list[Path]:
-    """Delete the ``.saving-*.partial`` files in ``folder`` older than its newest checkpoint (or all, where it has
-    none): saves cut short by ``kill -9``, each as large as a checkpoint. Call it holding the run dir's lock."""
+def remove_leftovers(folder: Path, before: float) -> list[Path]:
+    """Delete the ``.saving-*.partial`` files in ``folder`` last written before ``before`` (a time.time()): saves
+    cut short by ``kill -9``, each as large as a checkpoint. Call it holding the run dir's lock, taken at ``before``:
+    no other process saves into the folder then, so every partial file older than the lock is a leftover."""
     if not folder.is_dir():
         return []
-    partials = sorted(folder.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"))
-    newest = max((p.stat().st_mtime for p in folder.glob("*.ckpt")), default=None)
     removed = []
-    for path in partials:
+    for path in sorted(folder.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}")):
         try:
-            if newest is None or path.stat().st_mtime <= newest:
+            if path.stat().st_mtime <= before:
                 size = path.stat().st_size
                 path.unlink()
                 removed.append(path)

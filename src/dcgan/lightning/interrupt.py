@@ -52,7 +52,8 @@ class StopOnCtrlC(EveryNBatches):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._received = False
-        if threading.current_thread() is threading.main_thread():  # only there can Python handle signals
+        # only the main thread handles signals; a process started with SIGINT ignored (a background job) keeps it so
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._note)
             self._installed = True
 

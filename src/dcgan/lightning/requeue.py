@@ -134,7 +134,14 @@ def _is_signal_name(name: str) -> bool:
 
 
 def save_last(trainer: L.Trainer) -> str:
-    """Write every ``save_last`` checkpoint callback's ``last.ckpt`` now (collective under DDP); returns its path."""
+    """Write every ``save_last`` checkpoint callback's ``last.ckpt`` now (collective under DDP); returns its path.
+
+    A periodic checkpoint this batch was due is written first: the stop comes before the checkpoint callbacks'
+    own batch end, and the resumed run never crosses that step again.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        if callable(getattr(callback, "save_crossed", None)):
+            callback.save_crossed(trainer)
     written = ""
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.save_last:

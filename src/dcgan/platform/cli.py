@@ -26,6 +26,7 @@ from dcgan.lightning.checkpoint_io import DiskFullError
 from dcgan.lightning.interrupt import EXIT_STATUS, Interrupted
 from dcgan.platform.configs import CONF_DIR, CONFIG_DIR_ENV
 from dcgan.platform.extras import MissingExtra, check_command_line
+from dcgan.platform.rundir import holder_of, refusal
 from dcgan.platform.validation import check_run_dirs
 from dcgan.tasks.evaluate import evaluate
 from dcgan.tasks.generate import generate
@@ -75,7 +76,7 @@ def _before_hydra(entry: Any) -> Any:
         except MissingExtra as err:
             print(f"Error: {err}", file=sys.stderr)
             sys.exit(2)
-        if problem := check_run_dirs(sys.argv[1:]):
+        if problem := check_run_dirs(sys.argv[1:]) or _run_dir_in_use(sys.argv[1:]):
             print(f"Error: {problem}", file=sys.stderr)
             sys.exit(2)
         user_dir = os.environ.get(CONFIG_DIR_ENV)
@@ -89,6 +90,19 @@ def _before_hydra(entry: Any) -> Any:
     return run
 
 
+def _run_dir_in_use(argv: list[str]) -> str | None:
+    """One line when ``hydra.run.dir=`` names a dir another process trains in: said before Hydra writes its
+    ``.hydra/`` record and ``train.log`` there. (``train()`` takes the lock itself; this only answers early.)"""
+    if any(os.environ.get(key, "0") != "0" for key in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")):
+        return None  # another rank of a job whose rank zero holds the lock
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "hydra.run.dir" and value and "${" not in value:
+            holder = holder_of(Path(value).expanduser())
+            return refusal(Path(value).expanduser().resolve(), holder) if holder else None
+    return None
+
+
 @_before_hydra
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
@@ -96,10 +110,10 @@ def main(cfg: DictConfig) -> float | None:
 
     Returns ``optimized_metric``'s final value, which Hydra hands to sweepers (Optuna minimises it).
     """
+    logging.raiseExceptions = False  # on a full disk train.log fails too: no "Logging error" traceback per log line
     try:
         return objective(cfg, train(cfg))
     except DiskFullError as err:
-        logging.raiseExceptions = False  # train.log cannot be written either: no "Logging error" traceback per line
         _exit_with(UserError(f"{err} Make room there (or move the run dir), then continue with: {_continue(err, cfg)}"))
     except UserError as err:  # the message already says what is wrong and how to fix it
         _exit_with(err)
@@ -109,9 +123,18 @@ def main(cfg: DictConfig) -> float | None:
     except Interrupted as stop:  # the first Ctrl-C: last.ckpt written at a batch boundary (StopOnCtrlC)
         log.warning("%s Continue with: %s", stop, resume_command(_run_dir(cfg)))
         sys.exit(EXIT_STATUS)
-    except KeyboardInterrupt:  # before training started: StopOnCtrlC handles Ctrl-C from the first batch on
-        log.warning("Ctrl-C before training started: nothing was trained, nothing to continue.")
-        sys.exit(EXIT_STATUS)
+    except KeyboardInterrupt:  # before trainer.fit: StopOnCtrlC handles Ctrl-C from the first batch on
+        _stopped_before_training(cfg)
+    except SystemExit as exit_:  # Lightning's answer to a Ctrl-C inside fit before the first batch: sys.exit(1)
+        if isinstance(exit_.__context__, KeyboardInterrupt):
+            _stopped_before_training(cfg)
+        raise
+
+
+def _stopped_before_training(cfg: DictConfig) -> None:
+    log.warning("Ctrl-C before the first batch: nothing new was trained. Start again with: %s",
+                resume_command(_run_dir(cfg)))  # fmt: skip
+    sys.exit(EXIT_STATUS)
 
 
 def _run_dir(cfg: DictConfig) -> Path:

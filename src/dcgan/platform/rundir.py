@@ -1,11 +1,13 @@
 """One writer per run dir: an advisory lock that names its holder and is taken over when its holder is gone.
 
 Two processes training into one run dir (a requeued job while its predecessor is still exiting, a command issued
-twice) overwrite each other's ``last.ckpt``. The lock is ``flock`` on ``<run dir>/.run.lock``, which the kernel
-releases when its process ends, however it ends; the file names the holder (PID, host, start time) so that a
-refusal can say who holds it. Where ``flock`` is not available (some network file systems, Windows) the file's
-contents alone decide: a holder on this host whose PID is gone is stale. A holder on another host of such a file
-system cannot be checked; the refusal then says how to take the lock over.
+twice) overwrite each other's ``last.ckpt``. The lock is a POSIX record lock (``lockf``) on ``<run dir>/.run.lock``,
+which the kernel releases when its process ends, however it ends, and which forked DataLoader workers do not
+inherit (an ``flock`` would stay held by them after the run). NFS passes it to the server's lock manager. The
+file names the holder (PID, host, start time) so that a refusal can say who holds it. Where locks are not
+available (Windows, a file system without them) the file's contents alone decide: a holder on this host whose
+PID is gone is stale. A holder on another host of such a file system cannot be checked; the refusal then says
+how to take the lock over.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class RunDirLock:
         self.path = Path(run_dir) / LOCK_FILE
         self.wait_s = wait_s
         self._fd: int | None = None
+        self.since = 0.0  # time.time() when it was taken
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +86,8 @@ class RunDirLock:
             if previous and previous.get("pid") != os.getpid():
                 gone = "its process is gone" if previous.get("host") == socket.gethostname() else "released"
                 log.info("Run dir lock: took over %s (%s), the lock of %s.", self.path, gone, _describe(previous))
-            me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+            self.since = time.time()
+            me = {"pid": os.getpid(), "host": socket.gethostname(), "since": self.since}
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
             os.write(fd, json.dumps(me).encode())
@@ -95,16 +99,17 @@ class RunDirLock:
     def _try_lock(self, fd: int) -> bool:
         if fcntl is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return True
             except OSError as err:
                 if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     return False
-                # ENOLCK, EOPNOTSUPP: a file system without flock; the contents decide below
+                # ENOLCK, EOPNOTSUPP: a file system without locks; the contents decide below
         holder = _holder(fd)
-        if not holder or holder.get("pid") == os.getpid():
+        if not holder:
             return True
-        return holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1)))
+        here = holder.get("host") == socket.gethostname()
+        return here and (holder.get("pid") == os.getpid() or not _alive(int(holder.get("pid", -1))))
 
     def _refusal(self, holder: dict[str, Any]) -> RunDirInUse:
         return RunDirInUse(
@@ -122,13 +127,38 @@ class RunDirLock:
         self._fd = None
 
 
+def holder_of(run_dir: Path) -> dict[str, Any] | None:
+    """Who holds ``run_dir``'s lock now (PID, host, since), or None; takes nothing and writes nothing."""
+    path = Path(run_dir) / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            return _holder(fd) if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def refusal(run_dir: Path, holder: dict[str, Any]) -> str:
+    """The one line that refuses a second process on ``run_dir``."""
+    return str(RunDirLock(run_dir)._refusal(holder))
+
+
 @contextlib.contextmanager
-def run_dir_lock(run_dir: Path, enabled: bool = True, wait_s: float = 0.0) -> Iterator[None]:
+def run_dir_lock(run_dir: Path, enabled: bool = True, wait_s: float = 0.0) -> Iterator[RunDirLock]:
     """Hold the run dir's lock for the ``with`` block (nothing when not ``enabled``: DDP ranks other than zero)."""
     lock = RunDirLock(run_dir, wait_s)
     if enabled:
         lock.acquire()
     try:
-        yield
+        yield lock
     finally:
         lock.release()

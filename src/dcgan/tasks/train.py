@@ -202,14 +202,23 @@ def _checkpoint_dirs(trainer: L.Trainer) -> list[Path]:
 
 
 def _last_good(trainer: L.Trainer) -> tuple[int, str] | None:
-    """(global step, path) of the newest checkpoint file on disk that loads."""
+    """(global step, path) of the checkpoint on disk with the highest step, ``last.ckpt`` first among equals.
+
+    Only the few newest files are opened (a run may keep hundreds); files written milliseconds apart can share
+    an mtime, so the step decides, not the order of writing.
+    """
     files = [p for folder in _checkpoint_dirs(trainer) if folder.is_dir() for p in folder.glob("*.ckpt")]
-    for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True):
+    found = []
+    for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)[:4]:
         try:
-            return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]), str(path)
-        except Exception:  # not a whole checkpoint: the next older one
+            step = int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+        except Exception:  # not a whole checkpoint
             continue
-    return None
+        found.append((step, path.name == "last.ckpt", str(path)))
+    if not found:
+        return None
+    step, _, path = max(found)
+    return step, path
 
 
 def _primary(trainer: L.Trainer) -> bool:
@@ -248,10 +257,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         output_dir = Path(cfg.paths.output_dir).resolve()
         primary = _primary(trainer)
         # a requeued job may start while its predecessor is still exiting: it waits for the lock a while
-        with run_dir_lock(output_dir, enabled=primary, wait_s=120 if requeueing_job() else 0):
+        with run_dir_lock(output_dir, enabled=primary, wait_s=120 if requeueing_job() else 0) as lock:
             if primary:
                 for folder in _checkpoint_dirs(trainer):
-                    remove_leftovers(folder)
+                    remove_leftovers(folder, before=lock.since)
             use_job_rank_launcher(trainer, cfg, output_dir)
             find_unused_parameters(trainer)
             _announce(output_dir)
