@@ -333,13 +333,13 @@ def test_a_new_run_removes_the_leftovers_of_a_killed_save(make_cfg, tmp_path: Pa
     (run / "checkpoints").mkdir(parents=True)
     leftover = run / "checkpoints" / f".saving-xyz{PARTIAL_SUFFIX}"
     leftover.write_bytes(b"x" * 100)
-    train(make_cfg([*TINY, "trainer.fast_dev_run=true"], run_dir=run))
+    train(make_cfg([*TINY, "+trainer.fast_dev_run=true"], run_dir=run))
     assert not leftover.exists()
 
 
 def test_the_lock_is_released_when_the_run_ends(make_cfg, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(make_cfg([*TINY, "trainer.fast_dev_run=true"], run_dir=run))
+    train(make_cfg([*TINY, "+trainer.fast_dev_run=true"], run_dir=run))
     assert (run / LOCK_FILE).read_text() == ""
     RunDirLock(run).acquire()
 
