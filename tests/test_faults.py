@@ -306,9 +306,10 @@ def test_train_py_on_a_run_dir_in_use_is_refused_in_one_line(tmp_path: Path) -> 
         holder.wait()
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in output, output[-3000:]
-    (error,) = [line for line in output.splitlines() if "ERROR" in line]
-    assert f"PID {holder.pid}" in error and "hydra.run.dir" in error
-    assert not (run / "checkpoints").exists()
+    # refused before Hydra starts (hydra.run.dir names the dir): one line on stderr, nothing written there
+    (error,) = [line for line in output.splitlines() if "in use by another training process" in line]
+    assert error.startswith("Error: Run dir") and f"PID {holder.pid}" in error and "hydra.run.dir" in error
+    assert not (run / "checkpoints").exists() and not (run / ".hydra").exists()
 
 
 # --- leftovers ---------------------------------------------------------------------------------------------------
