@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -51,15 +52,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def train_py(
-    args: Sequence[str], tmp_path: Path, check: bool = True, timeout: float = 300
+    args: Sequence[str], tmp_path: Path, check: bool = True, timeout: float = 300, **run: Any
 ) -> subprocess.CompletedProcess:
-    """``python train.py TINY... ARGS`` from the repository root in a new process, the cache in tmp_path."""
+    """``python train.py TINY... ARGS`` from the repository root in a new process, the cache in tmp_path; ``run``:
+    more arguments of ``subprocess.run``."""
     tiny = [o for o in TINY if not o.startswith("trainer.devices")]
     flags = [a for a in args if a.startswith("-") and not a.startswith("--config")]  # -m first, as argparse wants
     rest = [a for a in args if a not in flags]
     cmd = [sys.executable, "train.py", *flags, *tiny, f"paths.cache_dir={tmp_path / 'cache'}", *rest]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **run)
     if check:
         assert proc.returncode == 0, (
             f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"

@@ -125,3 +125,31 @@ class LossTrace(L.Callback):
         sums = {k: float(sum(p.detach().double().sum() for p in net.parameters())) for k, net in nets.items() if net}
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps({"steps": self.steps, "weights": sums}, indent=1))
+
+
+class FullDisk(L.Callback):
+    """A disk that fills up: ``free_bytes`` reports ``free`` bytes from the start, and the file save after
+    ``saves`` successful ones writes half its bytes and fails with ENOSPC, as a full file system does."""
+
+    def __init__(self, saves: int, free: int) -> None:
+        import errno
+        import io
+
+        from dcgan.lightning import checkpoint_io
+
+        original, done = torch.save, [0]
+        checkpoint_io.free_bytes = lambda folder: free
+
+        def filling_save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+            if not hasattr(f, "fileno"):
+                return original(obj, f, *args, **kwargs)
+            if done[0] < saves:
+                done[0] += 1
+                return original(obj, f, *args, **kwargs)
+            buffer = io.BytesIO()
+            original(obj, buffer, *args, **kwargs)
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        torch.save = filling_save

@@ -68,6 +68,7 @@ BAD = [
     (["model.discriminator.norm=layer"], "model.discriminator.norm=layer: expected batch or none"),
     (["callbacks.samples.every_n_steps=-1"], "callbacks.samples.every_n_steps=-1: expected an integer >= 0"),
     (["hydra.run.dir={tmp}/notes.txt/run"], "hydra.run.dir={tmp}/notes.txt/run: cannot be written (Not a directory)"),
+    (["hydra.sweep.dir={tmp}/notes.txt/sweep"], "hydra.sweep.dir={tmp}/notes.txt/sweep: cannot be written (Not a"),
     (["callbacks.requeue.signal=USR9"], "callbacks.requeue.signal='USR9': expected auto, off or a signal name"),
 ]
 

@@ -204,8 +204,10 @@ def test_kill_9_while_last_ckpt_is_written_leaves_a_checkpoint_that_resumes(tmp_
     partial = [p.name for p in (run / "checkpoints").iterdir() if p.name.endswith(PARTIAL_SUFFIX)]
     assert partial, "the kill landed in the middle of a write"
     assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 10, "the previous last.ckpt, whole"
-    train_py([*every_10, "trainer.max_steps=30", "ckpt_path=last"], tmp_path)
+    resumed = train_py([*every_10, "trainer.max_steps=30", "ckpt_path=last"], tmp_path)
     assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 30
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(PARTIAL_SUFFIX)], "the leftover removed"
+    assert f"Removed {run / 'checkpoints' / partial[0]}" in resumed.stdout + resumed.stderr
 
 
 @pytest.mark.slow

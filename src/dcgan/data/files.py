@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import functools
+import json
+import logging
+import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from dcgan.data.base import DataError, InMemoryDataModule, file_fingerprint
 from dcgan.data.loader import ResumableBatches, ShardedPermutation, WorkerBatchLoader
 from dcgan.errors import ArgumentError, check_int
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -38,35 +43,153 @@ def decode_image(path: Path, image_size: int, channels: int, crop: int | None = 
     return torch.from_numpy(array.copy()).permute(2, 0, 1)  # (C, H, W)
 
 
-class ImageFiles(Dataset):
-    """Map-style dataset over files; ``decode`` is picklable so DataLoader workers can run it."""
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)  # PIL: truncated, unknown, broken chunks
 
-    def __init__(self, files: list[Path], decode: Callable[[Path], torch.Tensor], skip_errors: bool = False) -> None:
-        self.files, self.decode, self.skip_errors = files, decode, skip_errors
+
+def _damaged(err: Exception) -> bool:
+    """A file's bytes cannot be decoded (PIL raises errno-less errors), not an I/O fault of the disk or the network
+    (EIO, ESTALE, a file deleted mid-run: those carry an errno and stop the run as they are)."""
+    return not (isinstance(err, OSError) and err.errno is not None)
+
+
+BAD_IMAGES = ("skip", "fail")
+# data.bad_images=skip passes over a few damaged files; past this share of the folder the folder (or the archive it
+# came from) is broken, and the run stops naming the files, as with data.bad_images=fail.
+MAX_BAD_SHARE = 0.1
+
+Failures = list[tuple[int, str]]  # (index in the file list, why it cannot be decoded)
+
+
+class ImageFiles(Dataset):
+    """Map-style dataset over files; ``decode`` is picklable so DataLoader workers can run it.
+
+    Item ``i`` is ``(image, failures)``. With ``skip``, a file that cannot be decoded gives its slot to the next
+    readable file in list order (wrapping round): the same replacement in every run, worker and resume, so an exact
+    resume stays exact. ``failures`` lists the files passed over, for the main process to report once each (a
+    worker's own log line would repeat in every worker and epoch, and its exception arrives wrapped in a
+    traceback). Without ``skip`` the image is None when file ``i`` fails. ``known_bad`` (index -> reason) are
+    files already found unreadable, passed over without another try.
+    """
+
+    def __init__(
+        self,
+        files: list[Path],
+        decode: Callable[[Path], torch.Tensor],
+        skip: bool = False,
+        known_bad: dict[int, str] | None = None,
+    ) -> None:
+        self.files, self.decode, self.skip = files, decode, skip
+        self.known_bad = known_bad or {}
+        self.max_tries = int(MAX_BAD_SHARE * len(files)) + 1  # beyond this many in a row the run stops anyway
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> Any:
-        if not self.skip_errors:
-            return self.decode(self.files[i])
-        try:
-            return i, self.decode(self.files[i])
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            return i, f"{type(err).__name__}: {err}"
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, Failures]:
+        failures: Failures = []
+        for k in range(min(self.max_tries, len(self.files))):
+            j = (i + k) % len(self.files)
+            reason = self.known_bad.get(j)
+            if reason is None:
+                try:
+                    return self.decode(self.files[j]), failures
+                except DECODE_ERRORS as err:
+                    if not _damaged(err):
+                        raise
+                    reason = f"{type(err).__name__}: {err}"
+            failures.append((j, reason))
+            if not self.skip:
+                break
+        return None, failures
+
+
+def _collate_decoded(items: list[tuple[torch.Tensor | None, Failures]]) -> tuple[torch.Tensor | None, Failures]:
+    failures = [failure for _, found in items for failure in found]
+    if any(image is None for image, _ in items):
+        return None, failures
+    return default_collate([image for image, _ in items]), failures
 
 
 def _as_list(batch: list[Any]) -> list[Any]:
     return batch
 
 
-def _undecodable(name: str, failures: list[tuple[Path, str]], total: int) -> DataError:
-    shown = "\n".join(f"  {path}: {why}" for path, why in failures[:10])
+class _Indexed(Dataset):
+    """``(i, dataset[i])``: the cache build writes each result into slot ``i``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[int, Any]:
+        return i, self.dataset[i]
+
+
+def _undecodable(name: str, failures: Failures, files: list[Path], why: str = "") -> DataError:
+    shown = "\n".join(f"  {files[i]}: {reason}" for i, reason in failures[:10])
     more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
     return DataError(
-        f"{name}: {len(failures)} of {total} image files cannot be read:\n{shown}{more}\n"
+        f"{name}: {len(failures)} of {len(files)} image files cannot be read{why}:\n{shown}{more}\n"
         "Fix: delete or replace these files (or re-extract the archive they came from)."
     )
+
+
+def _too_many(failures: Failures, files: list[Path]) -> bool:
+    return len(failures) > MAX_BAD_SHARE * len(files)
+
+
+class BadImages:
+    """The unreadable files one process met, in the main process: each named once, in a log line (``skip``) or in
+    the error that stops the run (``fail``); past ``MAX_BAD_SHARE`` of the files the run stops under either."""
+
+    def __init__(self, name: str, files: list[Path], policy: str, where: str = "") -> None:
+        self.name, self.files, self.policy, self.where = name, files, policy, where
+        self.seen: dict[int, str] = {}
+
+    def note(self, failures: Failures) -> None:
+        for i, reason in failures:
+            if i in self.seen:
+                continue
+            self.seen[i] = reason
+            if self.policy == "fail":
+                raise DataError(
+                    f"{self.name}{self.where}: {self.files[i]} cannot be decoded ({reason}). Fix: replace or delete "
+                    "it, or pass data.bad_images=skip to train on (its slot then takes the next readable image)."
+                )
+            log.warning(
+                "%s%s: skipped %s (%s): its slot takes the next readable image, the same in every run.",
+                self.name, self.where, self.files[i], reason,
+            )  # fmt: skip
+        if _too_many(list(self.seen.items()), self.files):
+            share = f" (more than {MAX_BAD_SHARE:.0%}: not a few damaged files but a broken folder)"
+            raise _undecodable(self.name + self.where, sorted(self.seen.items()), self.files, share)
+
+    def report(self) -> None:
+        """The end-of-run summary: how many files were skipped, and which."""
+        if not self.seen:
+            return
+        names = ", ".join(str(self.files[i]) for i in sorted(self.seen))
+        log.warning("%s%s: %d unreadable image file(s) skipped in this run: %s", self.name, self.where,
+                    len(self.seen), names)  # fmt: skip
+
+
+class ImageFileBatches(WorkerBatchLoader):
+    """Worker-decoded batches whose failures are reported, once per file, by ``bad`` in the main process."""
+
+    def __init__(
+        self, dataset: ImageFiles, order: ShardedPermutation, batch_size: int, num_workers: int, bad: BadImages
+    ) -> None:
+        super().__init__(dataset, order, batch_size, num_workers, collate_fn=_collate_decoded)
+        self.bad = bad
+
+    def _pass(self, batches: list[torch.Tensor]) -> Iterator[Any]:
+        for images, failures in super()._pass(batches):
+            self.bad.note(failures)
+            if images is None:  # past the search limit, which note() reports first; kept as a guard
+                raise _undecodable(self.bad.name, failures, self.bad.files)
+            yield images
 
 
 class ImageFilesDataModule(InMemoryDataModule):
@@ -77,6 +200,10 @@ class ImageFilesDataModule(InMemoryDataModule):
     ``cache=true``: every image is decoded and resized once, at ``image_size``, into a uint8
     ``.npy`` memmap under ``cache_dir``; epochs then index it like the small data sets do. The
     cache key covers the file list, each file's size and mtime, and the decode settings.
+
+    ``bad_images``: a file that cannot be decoded (a truncated download passes the header check) is
+    ``skip``-ped, its slot filled by the next readable file, the same on both paths and in every run; or
+    it stops the run (``fail``). Either way it is named once; past ``MAX_BAD_SHARE`` of the files the run stops.
     """
 
     memmap = True
@@ -91,14 +218,21 @@ class ImageFilesDataModule(InMemoryDataModule):
         cache_dir: str | None = None,
         num_workers: int = 2,
         crop: int | None = None,
+        bad_images: str = "skip",
     ) -> None:
         super().__init__(image_size, channels, batch_size, seed, cache_dir)
         if cache and not cache_dir:
             raise DataError(f"{self.name}: data.cache=true needs data.cache_dir (or paths.cache_dir) to be set.")
         check_int("num_workers", num_workers, 0, "DataLoader worker processes", 4)
-        self.cache, self.num_workers, self.crop = cache, num_workers, crop
+        if bad_images not in BAD_IMAGES:
+            raise ArgumentError(
+                "bad_images", repr(bad_images), "skip (name it, fill its slot with the next readable image) or fail",
+                "skip",
+            )  # fmt: skip
+        self.cache, self.num_workers, self.crop, self.bad_images = cache, num_workers, crop, bad_images
         self._files: list[Path] | None = None
         self.dataset: ImageFiles | None = None
+        self.bad: BadImages | None = None
 
     def list_files(self) -> list[Path]:
         raise NotImplementedError
@@ -121,7 +255,7 @@ class ImageFilesDataModule(InMemoryDataModule):
 
     def reset_decoded(self) -> None:
         super().reset_decoded()
-        self._files, self.dataset = None, None  # another split lists other files
+        self._files, self.dataset, self.bad = None, None, None  # another split lists other files
 
     def num_images(self) -> int:
         return super().num_images() if self.cache else len(self.files)
@@ -131,7 +265,14 @@ class ImageFilesDataModule(InMemoryDataModule):
             return super().images_at(index)
         if self.dataset is None:
             self.setup("fit")
-        return torch.stack([self.dataset[int(i)] for i in index])
+        return torch.stack([self._decoded(int(i)) for i in index])
+
+    def _decoded(self, i: int) -> torch.Tensor:
+        image, failures = self.dataset[i]
+        self.bad.note(failures)
+        if image is None:
+            raise _undecodable(self.name, failures, self.files)
+        return image
 
     def identity(self) -> list[Any]:
         return [
@@ -151,18 +292,44 @@ class ImageFilesDataModule(InMemoryDataModule):
         out = np.lib.format.open_memmap(
             path, mode="w+", dtype=np.uint8, shape=(len(files), self.channels, self.image_size, self.image_size)
         )
-        failures: list[tuple[Path, str]] = []
-        loader = self._loader(ImageFiles(files, self.decode, skip_errors=True), batch_size=256, collate_fn=_as_list)
+        skip = self.bad_images == "skip"
+        failures: dict[int, str] = {}
+        dataset = ImageFiles(files, self.decode, skip=skip)
+        loader = self._loader(_Indexed(dataset), batch_size=256, collate_fn=_as_list)
         for batch in loader:
-            for i, result in batch:
-                if isinstance(result, str):
-                    failures.append((files[i], result))
-                else:
-                    out[i] = result.numpy()
+            for i, (image, found) in batch:
+                failures.update(found)
+                if image is not None:
+                    out[i] = image.numpy()
         out.flush()
         del out
-        if failures:
-            raise _undecodable(self.name, failures, len(files))
+        found = sorted(failures.items())
+        if found and (not skip or _too_many(found, files)):
+            why = f" (more than {MAX_BAD_SHARE:.0%}: not a few damaged files)" if skip else ""
+            raise _undecodable(self.name, found, files, why)
+        sidecar = self._skipped_file()
+        tmp = sidecar.with_name(f"{sidecar.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([[i, str(files[i]), reason] for i, reason in found]))
+        os.replace(tmp, sidecar)  # sweep jobs sharing a cache_dir never read half of it
+        self._note_skipped(found)
+
+    def _skipped_file(self) -> Path:
+        """Beside the cache: the files whose slots it fills with their next readable neighbour."""
+        path = self.cache_path()
+        assert path is not None, "only with cache=true"
+        return path.with_suffix(".skipped.json")
+
+    def _note_skipped(self, found: Failures) -> None:
+        if self.bad is None:
+            self.bad = BadImages(self.name, self.files, self.bad_images)
+        if found and self.bad_images == "fail":  # a cache built under skip, read under fail
+            first = self.files[found[0][0]]
+            raise DataError(
+                f"{self.name}: the cache {self.cache_path()} was built with data.bad_images=skip and fills the "
+                f"slots of {len(found)} unreadable file(s) ({first}, ...). Fix: replace them (the cache is rebuilt "
+                "when a file changes), or pass data.bad_images=skip."
+            )
+        self.bad.note(found)
 
     def load_images(self) -> torch.Tensor:
         """Only used with ``cache=true`` when prepare_data did not build the cache on this node."""
@@ -171,23 +338,40 @@ class ImageFilesDataModule(InMemoryDataModule):
         self._build_cache(path)
         return torch.from_numpy(np.load(path, mmap_mode="c"))
 
-    def _check_headers(self) -> None:
-        failures = []
-        for path in self.files:
+    def _check_headers(self) -> dict[int, str]:
+        """The files whose header cannot be parsed (index -> reason); raises under ``fail`` or past the share."""
+        failures: Failures = []
+        for i, path in enumerate(self.files):
             try:
                 with Image.open(path) as im:
                     im.size  # noqa: B018 -- opening parses the header; that is the check
-            except (OSError, UnidentifiedImageError) as err:
-                failures.append((path, f"{type(err).__name__}: {err}"))
-        if failures:
-            raise _undecodable(self.name, failures, len(self.files))
+            except DECODE_ERRORS as err:
+                failures.append((i, f"{type(err).__name__}: {err}"))
+        if failures and (self.bad_images == "fail" or _too_many(failures, self.files)):
+            why = f" (more than {MAX_BAD_SHARE:.0%}: not a few damaged files)" if self.bad_images == "skip" else ""
+            raise _undecodable(self.name, failures, self.files, why)
+        return dict(failures)
 
     def setup(self, stage: str | None = None) -> None:
         if self.cache:
             super().setup(stage)
+            if self.bad is None:
+                skipped = self._skipped_file()
+                found = [(i, reason) for i, _, reason in json.loads(skipped.read_text())] if skipped.is_file() else []
+                self._note_skipped(found)
         elif self.dataset is None:
-            self._check_headers()
-            self.dataset = ImageFiles(self.files, self.decode)
+            known_bad = self._check_headers()
+            self.bad = BadImages(self.name, self.files, self.bad_images)
+            self.bad.note(sorted(known_bad.items()))
+            self.dataset = ImageFiles(self.files, self.decode, skip=self.bad_images == "skip", known_bad=known_bad)
+
+    def teardown(self, stage: str) -> None:
+        if self.bad is not None:
+            self.bad.report()
+
+    def on_exception(self, exception: BaseException) -> None:  # a run stopped early still lists what it skipped
+        if self.bad is not None:
+            self.bad.report()
 
     def _batches_in(self, order: ShardedPermutation) -> ResumableBatches:
         if self.cache:
@@ -199,7 +383,9 @@ class ImageFilesDataModule(InMemoryDataModule):
                 f"data.batch_size={self.batch_size} is larger than the {len(order)} images of {self.name} each "
                 "process gets, so no full batch is left (the last partial batch is dropped): lower data.batch_size."
             )
-        return WorkerBatchLoader(self.dataset, order, self.batch_size, self.num_workers)
+        if order.world_size > 1:
+            self.bad.where = f" (rank {order.rank})"
+        return ImageFileBatches(self.dataset, order, self.batch_size, self.num_workers, self.bad)
 
 
 class ImageFolderDataModule(ImageFilesDataModule):
@@ -217,8 +403,9 @@ class ImageFolderDataModule(ImageFilesDataModule):
         cache: bool = False,
         cache_dir: str | None = None,
         num_workers: int = 2,
+        bad_images: str = "skip",
     ) -> None:
-        super().__init__(image_size, channels, batch_size, seed, cache, cache_dir, num_workers)
+        super().__init__(image_size, channels, batch_size, seed, cache, cache_dir, num_workers, None, bad_images)
         self.data_dir = Path(data_dir).expanduser().resolve()
 
     def list_files(self) -> list[Path]:
@@ -260,8 +447,9 @@ class CelebADataModule(ImageFilesDataModule):
         cache: bool = False,
         cache_dir: str | None = None,
         num_workers: int = 2,
+        bad_images: str = "skip",
     ) -> None:
-        super().__init__(image_size, channels, batch_size, seed, cache, cache_dir, num_workers, crop)
+        super().__init__(image_size, channels, batch_size, seed, cache, cache_dir, num_workers, crop, bad_images)
         if split not in self.SPLITS:
             raise ArgumentError("split", repr(split), f"one of {list(self.SPLITS)}", "all")
         self.base = Path(data_dir).expanduser().resolve() / "celeba"

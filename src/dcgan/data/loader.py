@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -146,11 +147,19 @@ class WorkerBatchLoader(ResumableBatches):
     workers for the rest of the saved pass, and under DDP each rank takes its shard of the same
     permutation. This is not a ``DataLoader`` subclass on purpose: Lightning leaves other
     iterables alone instead of swapping in its own ``DistributedSampler``. The workers' seeds
-    come from a private generator, so starting them never draws from the global RNG.
+    come from a private generator, so starting them never draws from the global RNG. The workers
+    ignore Ctrl-C: it reaches the whole process group, and the main process stops at a batch boundary
+    (``dcgan.lightning.interrupt``) with workers that are still there to finish the batch.
     """
 
     def __init__(
-        self, dataset: Dataset, order: ShardedPermutation, batch_size: int, num_workers: int, drop_last: bool = True
+        self,
+        dataset: Dataset,
+        order: ShardedPermutation,
+        batch_size: int,
+        num_workers: int,
+        drop_last: bool = True,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         super().__init__(order, batch_size, drop_last)
         self._plan = _PlannedBatches()
@@ -160,8 +169,14 @@ class WorkerBatchLoader(ResumableBatches):
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
             generator=torch.Generator().manual_seed(order.seed),
+            collate_fn=collate_fn,
+            worker_init_fn=_ignore_interrupts if num_workers > 0 else None,
         )
 
     def _pass(self, batches: list[torch.Tensor]) -> Iterator[Any]:
         self._plan.batches = [b.tolist() for b in batches]
         yield from self.loader
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

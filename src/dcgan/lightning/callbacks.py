@@ -4,14 +4,18 @@ divergence guard and a collapse alarm."""
 from __future__ import annotations
 
 import logging
+import math
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -20,6 +24,8 @@ from torchvision.utils import make_grid, save_image
 
 from dcgan.analysis.sampling import save_gif
 from dcgan.errors import ArgumentError, DivergenceError, check_int
+from dcgan.lightning import checkpoint_io
+from dcgan.lightning.checkpoint_io import megabytes
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +104,11 @@ class SampleGrid(CrossesSteps, L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._log_samples(trainer, pl_module)
         if self.gif is not None and self.frames and trainer.is_global_zero:
-            self.gif.parent.mkdir(parents=True, exist_ok=True)
-            save_gif(self.frames, self.gif, bounce=False)
+            try:
+                self.gif.parent.mkdir(parents=True, exist_ok=True)
+                save_gif(self.frames, self.gif, bounce=False)
+            except OSError as err:
+                log.warning("%s not written (%s).", self.gif, err)
 
     def _log_samples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._last_step == trainer.global_step or not trainer.is_global_zero:
@@ -116,13 +125,24 @@ class SampleGrid(CrossesSteps, L.Callback):
         if self.gif is not None and tag == "samples/fixed_noise":
             self.frames.append(Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()))
         for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(tag, grid, global_step=step)
-            elif callable(getattr(logger, "log_image", None)):  # WandbLogger, dcgan.platform.loggers.MLFlowLogger
-                logger.log_image(key=tag, images=[grid], step=step)
+            if getattr(logger, "_write_failed", False):  # its files stopped on a failed write (dcgan.platform.loggers)
+                continue
+            try:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_image(tag, grid, global_step=step)
+                elif callable(getattr(logger, "log_image", None)):  # WandbLogger, dcgan.platform.loggers.MLFlowLogger
+                    logger.log_image(key=tag, images=[grid], step=step)
+            except OSError as err:  # a full disk: the next checkpoint save stops the run in one line, not this
+                logger._write_failed = True
+                log.warning("%s: sample grids not written from here on (%s).", type(logger).__name__, err)
         if self.save_dir is not None:
-            self.save_dir.mkdir(parents=True, exist_ok=True)
-            save_image(grid, self.save_dir / f"{tag.split('/')[-1]}_step{step:07d}.png")
+            path = self.save_dir / f"{tag.split('/')[-1]}_step{step:07d}.png"
+            try:
+                self.save_dir.mkdir(parents=True, exist_ok=True)
+                save_image(grid, path)
+            except OSError as err:  # a full disk stops the run at its next checkpoint, in one line; not here
+                log.warning("Sample PNGs off for the rest of the run: %s not written (%s).", path, err)
+                self.save_dir = None
 
 
 class GANCheckpoint(CrossesSteps, ModelCheckpoint):
@@ -132,12 +152,91 @@ class GANCheckpoint(CrossesSteps, ModelCheckpoint):
     batch end, but ``global_step`` moves by 1 or 2 per batch here, so it can step over a multiple;
     this saves whenever a batch crosses one. It also writes ``last.ckpt`` when training ends,
     which Lightning skips once any periodic checkpoint exists, leaving a stale "last".
+
+    Before training and after every save it projects the space the checkpoints still to come will keep by the
+    end of the run, and warns once when the folder's free space will not hold them.
     """
 
     def __init__(self, *args: Any, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
         if every_n_train_steps is not None:
             check_int("every_n_train_steps", every_n_train_steps, 0, "global steps; 0: only last.ckpt", 2000)
         super().__init__(*args, every_n_train_steps=every_n_train_steps, **kwargs)
+        self._space_warned = False
+        self._started: tuple[float, int] | None = None  # (time, global step) at the start of training
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._started = (time.monotonic(), trainer.global_step)
+        self._check_space(trainer, pl_module)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero and self._local():
+            self._check_space(trainer, trainer.lightning_module, Path(filepath).stat().st_size)
+
+    def _local(self) -> bool:
+        return bool(self.dirpath) and isinstance(get_filesystem(self.dirpath), LocalFileSystem)
+
+    def save_crossed(self, trainer: L.Trainer) -> None:
+        """The periodic checkpoint of this batch, if it crossed a multiple of ``every_n_train_steps``: for a stop at
+        a batch boundary that runs before this callback's own batch end (Lightning calls checkpoint callbacks last)."""
+        if self.crossed(trainer, self._every_n_train_steps) and not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _check_space(self, trainer: L.Trainer, pl_module: L.LightningModule, size: int | None = None) -> None:
+        """Warn once when the checkpoints kept from now to the end of the run will not fit in the free space."""
+        if self._space_warned or not self._local() or not trainer.is_global_zero:
+            return
+        folder = Path(self.dirpath)
+        while not folder.is_dir() and folder != folder.parent:  # created by the first save; measure where it will be
+            folder = folder.parent
+        size = size or _checkpoint_bytes(pl_module)
+        steps_left = self._steps_left(trainer, pl_module)
+        every = self._every_n_train_steps
+        if steps_left is None:  # no end in sight (max_time alone, before a save has measured the pace)
+            files = 1
+        elif every > 0 and self.save_top_k == -1:  # every periodic one is kept
+            end = trainer.global_step + steps_left
+            files = end // every - trainer.global_step // every
+        else:
+            files = 0
+        needed = (files + 1) * size  # + 1: a save writes its new file before it replaces the old last.ckpt
+        try:
+            free = checkpoint_io.free_bytes(folder)
+        except OSError:
+            return
+        if needed <= free:
+            return
+        self._space_warned = True
+        fits = max(free // size - 1, 0)
+        keep_fewer = (
+            f"keep fewer (callbacks.checkpoint.every_n_train_steps={every * math.ceil(files / max(fits, 1))} or "
+            "callbacks.checkpoint.save_top_k=1), "
+            if files
+            else ""
+        )
+        end = f" by the end of the run (about global step {trainer.global_step + steps_left})" if steps_left else ""
+        log.warning(
+            f"Checkpoint space: {files} more checkpoint(s) of about {megabytes(size)} will be kept in {self.dirpath}"
+            f"{end}, {megabytes(needed)} with a save's temporary copy, but {megabytes(free)} is free there (room for "
+            f"{fits}). Fix: {keep_fewer}free space there, or run on a larger disk (hydra.run.dir=...)."
+        )
+
+    def _steps_left(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int | None:
+        """Global steps to the end of the run: the nearest of max_steps, max_epochs, max_time (at the pace so far)."""
+        bounds = []
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            bounds.append(trainer.max_steps - trainer.global_step)
+        per_batch = 1 + 1 / getattr(getattr(pl_module, "schedule", None), "n_critic", 1)  # D steps and G steps
+        batches = trainer.num_training_batches
+        if trainer.max_epochs not in (None, -1) and math.isfinite(batches):
+            bounds.append(int((trainer.max_epochs - trainer.current_epoch) * batches * per_batch))
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and timer.time_remaining("train") is not None and self._started is not None:
+            elapsed, done = time.monotonic() - self._started[0], trainer.global_step - self._started[1]
+            if done > 0 and elapsed > 0:
+                bounds.append(int(timer.time_remaining("train") * done / elapsed))
+        return max(min(bounds), 0) if bounds else None
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if self.crossed(trainer, self._every_n_train_steps) and not self._should_skip_saving_checkpoint(trainer):
@@ -285,6 +384,13 @@ class CollapseAlarm(L.Callback):
             return
         for key in ("best", "best_step", "falls", "_armed"):
             setattr(self, key, state_dict[key])
+
+
+def _checkpoint_bytes(pl_module: L.LightningModule) -> int:
+    """About the size of a checkpoint before the first is written: the state dict plus Adam's two moments."""
+    state = sum(t.numel() * t.element_size() for t in pl_module.state_dict().values())
+    trainable = sum(p.numel() * p.element_size() for p in pl_module.parameters() if p.requires_grad)
+    return state + 2 * trainable
 
 
 def _newest_checkpoint(trainer: L.Trainer, step: int) -> str | None:

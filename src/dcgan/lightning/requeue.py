@@ -105,7 +105,7 @@ class RequeueOnSignal(EveryNBatches):
         if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
             return
         name = signal.Signals(self._received or self._signum).name
-        path = _save_last(trainer)
+        path = save_last(trainer)
         if trainer.is_global_zero:
             log.warning("%s received: stopped at global step %d: wrote %s.", name, trainer.global_step, path)
         self._hand_over()
@@ -133,8 +133,15 @@ def _is_signal_name(name: str) -> bool:
     return name in signal.Signals.__members__
 
 
-def _save_last(trainer: L.Trainer) -> str:
-    """Write every ``save_last`` checkpoint callback's ``last.ckpt`` now (collective under DDP); returns its path."""
+def save_last(trainer: L.Trainer) -> str:
+    """Write every ``save_last`` checkpoint callback's ``last.ckpt`` now (collective under DDP); returns its path.
+
+    A periodic checkpoint this batch was due is written first: the stop comes before the checkpoint callbacks'
+    own batch end, and the resumed run never crosses that step again.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        if callable(getattr(callback, "save_crossed", None)):
+            callback.save_crossed(trainer)
     written = ""
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.save_last:

@@ -22,8 +22,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from dcgan.errors import UserError
+from dcgan.lightning.checkpoint_io import DiskFullError
+from dcgan.lightning.interrupt import EXIT_STATUS, Interrupted
 from dcgan.platform.configs import CONF_DIR, CONFIG_DIR_ENV
 from dcgan.platform.extras import MissingExtra, check_command_line
+from dcgan.platform.rundir import holder_of, refusal
 from dcgan.platform.validation import check_run_dirs
 from dcgan.tasks.evaluate import evaluate
 from dcgan.tasks.generate import generate
@@ -73,7 +76,7 @@ def _before_hydra(entry: Any) -> Any:
         except MissingExtra as err:
             print(f"Error: {err}", file=sys.stderr)
             sys.exit(2)
-        if problem := check_run_dirs(sys.argv[1:]):
+        if problem := check_run_dirs(sys.argv[1:]) or _run_dir_in_use(sys.argv[1:]):
             print(f"Error: {problem}", file=sys.stderr)
             sys.exit(2)
         user_dir = os.environ.get(CONFIG_DIR_ENV)
@@ -87,6 +90,19 @@ def _before_hydra(entry: Any) -> Any:
     return run
 
 
+def _run_dir_in_use(argv: list[str]) -> str | None:
+    """One line when ``hydra.run.dir=`` names a dir another process trains in: said before Hydra writes its
+    ``.hydra/`` record and ``train.log`` there. (``train()`` takes the lock itself; this only answers early.)"""
+    if any(os.environ.get(key, "0") != "0" for key in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")):
+        return None  # another rank of a job whose rank zero holds the lock
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "hydra.run.dir" and value and "${" not in value:
+            holder = holder_of(Path(value).expanduser())
+            return refusal(Path(value).expanduser().resolve(), holder) if holder else None
+    return None
+
+
 @_before_hydra
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
@@ -94,13 +110,43 @@ def main(cfg: DictConfig) -> float | None:
 
     Returns ``optimized_metric``'s final value, which Hydra hands to sweepers (Optuna minimises it).
     """
+    logging.raiseExceptions = False  # on a full disk train.log fails too: no "Logging error" traceback per log line
     try:
         return objective(cfg, train(cfg))
+    except DiskFullError as err:
+        _exit_with(UserError(f"{err} Make room there (or move the run dir), then continue with: {_continue(err, cfg)}"))
     except UserError as err:  # the message already says what is wrong and how to fix it
         _exit_with(err)
     except SIGTERMException:  # last.ckpt was written at the step it stopped (GANCheckpoint.on_exception)
-        log.warning("Stopped by SIGTERM. Continue with: %s", resume_command(Path(cfg.paths.output_dir).resolve()))
+        log.warning("Stopped by SIGTERM. Continue with: %s", resume_command(_run_dir(cfg)))
         sys.exit(128 + signal.SIGTERM)  # in a sweep too: the sweep stops; re-issued, each job resumes its own
+    except Interrupted as stop:  # the first Ctrl-C: last.ckpt written at a batch boundary (StopOnCtrlC)
+        log.warning("%s Continue with: %s", stop, resume_command(_run_dir(cfg)))
+        sys.exit(EXIT_STATUS)
+    except KeyboardInterrupt:  # before trainer.fit: StopOnCtrlC handles Ctrl-C from the first batch on
+        _stopped_before_training(cfg)
+    except SystemExit as exit_:  # Lightning's answer to a Ctrl-C inside fit before the first batch: sys.exit(1)
+        if isinstance(exit_.__context__, KeyboardInterrupt):
+            _stopped_before_training(cfg)
+        raise
+
+
+def _stopped_before_training(cfg: DictConfig) -> None:
+    log.warning("Ctrl-C before the first batch: nothing new was trained. Start again with: %s",
+                resume_command(_run_dir(cfg)))  # fmt: skip
+    sys.exit(EXIT_STATUS)
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir).resolve()
+
+
+def _continue(err: DiskFullError, cfg: DictConfig) -> str:
+    """The command that continues from the last good checkpoint: ``last`` where that is last.ckpt, else the file."""
+    command = resume_command(_run_dir(cfg))
+    if err.last_good and Path(err.last_good[1]).name != "last.ckpt":
+        command = command.replace("ckpt_path=last", f"ckpt_path={err.last_good[1]}")
+    return command
 
 
 @_before_hydra

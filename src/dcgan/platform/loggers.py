@@ -1,14 +1,72 @@
-"""Loggers that need more than Lightning's own: MLflow with the sample grids and a local file store."""
+"""Loggers that need more than Lightning's own: TensorBoard and CSV files that a full disk cannot turn into a crash,
+MLflow with the sample grids and a local file store."""
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from PIL import Image
+
+log = logging.getLogger("dcgan")
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The OSError behind ``err`` (itself, its cause or its context), if any."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class _WritesMayFail:
+    """For file loggers: a write that fails (``OSError``: a full disk, a lost mount) is named once in the log and
+    the logger writes nothing more; training goes on. The checkpoint save, which a full disk also stops, ends the
+    run in one line with what to do (``dcgan.lightning.checkpoint_io.DiskFullError``)."""
+
+    _write_failed = False
+
+    def _guarded(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._write_failed:
+            return None
+        try:
+            return write(*args, **kwargs)
+        except Exception as err:  # Lightning re-raises the writer's OSError as a ValueError about the value
+            cause = _os_error(err)
+            if cause is None:
+                raise
+            self._write_failed = True
+            log.warning("%s: its files in %s are not written from here on (%s).", type(self).__name__,
+                        getattr(self, "log_dir", "?"), cause)  # fmt: skip
+            return None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._guarded(super().log_metrics, metrics, step)  # type: ignore[misc]
+
+    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+        self._guarded(super().log_hyperparams, *args, **kwargs)  # type: ignore[misc]
+
+    def save(self) -> None:
+        self._guarded(super().save)  # type: ignore[misc]
+
+    def finalize(self, status: str) -> None:
+        self._guarded(super().finalize, status)  # type: ignore[misc]
+
+
+class TensorBoardLogger(_WritesMayFail, LightningTensorBoardLogger):
+    """Lightning's ``TensorBoardLogger``; a failed event-file write is logged once, not raised into training."""
+
+
+class CSVLogger(_WritesMayFail, LightningCSVLogger):
+    """Lightning's ``CSVLogger``; a failed write of ``metrics.csv`` is logged once, not raised into training."""
 
 
 class MLFlowLogger(LightningMLFlowLogger):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -26,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from dcgan.lightning.callbacks import CollapseAlarm
-from dcgan.lightning.checkpoint_io import AtomicCheckpointIO
+from dcgan.lightning.checkpoint_io import AtomicCheckpointIO, DiskFullError, remove_leftovers
 from dcgan.lightning.requeue import lightning_cluster_plugins, requeueing_job
 from dcgan.metrics.callback import QualityMetrics
 from dcgan.platform.distributed import (
@@ -37,6 +38,7 @@ from dcgan.platform.distributed import (
     use_job_rank_launcher,
 )
 from dcgan.platform.extras import NEEDS, installed, require
+from dcgan.platform.rundir import run_dir_lock
 from dcgan.platform.validation import check_train_config, user_errors
 
 log = logging.getLogger("dcgan")
@@ -195,6 +197,36 @@ def resume_command(output_dir: Path) -> str:
     return " ".join(shlex.quote(a) for a in [*program.split(), *kept, pin, "ckpt_path=last"])
 
 
+def _checkpoint_dirs(trainer: L.Trainer) -> list[Path]:
+    return sorted({Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)})
+
+
+def _last_good(trainer: L.Trainer) -> tuple[int, str] | None:
+    """(global step, path) of the checkpoint on disk with the highest step, ``last.ckpt`` first among equals.
+
+    Only the few newest files are opened (a run may keep hundreds); files written milliseconds apart can share
+    an mtime, so the step decides, not the order of writing.
+    """
+    files = [p for folder in _checkpoint_dirs(trainer) if folder.is_dir() for p in folder.glob("*.ckpt")]
+    found = []
+    for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)[:4]:
+        try:
+            step = int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+        except Exception:  # not a whole checkpoint
+            continue
+        found.append((step, path.name == "last.ckpt", str(path)))
+    if not found:
+        return None
+    step, _, path = max(found)
+    return step, path
+
+
+def _primary(trainer: L.Trainer) -> bool:
+    """Rank zero of the job, before Lightning has set ranks up (its own rank numbers are only right inside fit)."""
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    return env is None or (env.local_rank() == 0 and env.node_rank() == 0)
+
+
 @rank_zero_only
 def _announce_resumable(output_dir: Path) -> None:
     if requeueing_job():
@@ -223,15 +255,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers, plugins=_plugins(trainer_cfg))
             _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
         output_dir = Path(cfg.paths.output_dir).resolve()
-        use_job_rank_launcher(trainer, cfg, output_dir)
-        find_unused_parameters(trainer)
-        _announce(output_dir)
-        _announce_devices(trainer)
-        if cfg.get("ckpt_path") is None:
-            _announce_resumable(output_dir)
-        try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        finally:
-            _finish_runs(trainer)
+        primary = _primary(trainer)
+        # a requeued job may start while its predecessor is still exiting: it waits for the lock a while
+        with run_dir_lock(output_dir, enabled=primary, wait_s=120 if requeueing_job() else 0) as lock:
+            if primary:
+                for folder in _checkpoint_dirs(trainer):
+                    remove_leftovers(folder, before=lock.since)
+            use_job_rank_launcher(trainer, cfg, output_dir)
+            find_unused_parameters(trainer)
+            _announce(output_dir)
+            _announce_devices(trainer)
+            if cfg.get("ckpt_path") is None:
+                _announce_resumable(output_dir)
+            try:
+                trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            except DiskFullError as err:
+                raise err.after(_last_good(trainer)) from None
+            finally:
+                _finish_runs(trainer)
         _announce(output_dir, trainer)
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
