@@ -15,8 +15,7 @@ from typing import Any
 
 import lightning as L
 
-from dcgan.lightning.callbacks import EveryNBatches
-from dcgan.lightning.requeue import save_last
+from dcgan.lightning.requeue import SignalWatcher, save_last
 
 EXIT_STATUS = 128 + signal.SIGINT  # 130, what a shell reports for a program ended by Ctrl-C
 
@@ -29,7 +28,7 @@ class Interrupted(Exception):  # not an error: the run stopped where the user as
         super().__init__(f"Ctrl-C: stopped at global step {global_step}: wrote {checkpoint}.")
 
 
-class StopOnCtrlC(EveryNBatches):
+class StopOnCtrlC(SignalWatcher):
     """The first SIGINT is noted; at the next batch end (under DDP: the next check every ``every_n_batches``
     batches, where the ranks agree) ``last.ckpt`` is written and :class:`Interrupted` ends the run: ``train.py``
     prints the command that continues it and exits with status 130. A second SIGINT exits at once (status 130,
@@ -80,9 +79,3 @@ class StopOnCtrlC(EveryNBatches):
         if self._installed:
             signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
             self._installed = False
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore()
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._restore()

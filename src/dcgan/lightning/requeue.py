@@ -60,7 +60,21 @@ def lightning_cluster_plugins() -> list[Any]:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
-class RequeueOnSignal(EveryNBatches):
+class SignalWatcher(EveryNBatches):
+    """A callback that installs a signal handler while training: ``_restore`` puts the previous one back, whether
+    training ends, fails or stops."""
+
+    def _restore(self) -> None:
+        raise NotImplementedError
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+
+
+class RequeueOnSignal(SignalWatcher):
     """On ``signal`` (``auto``: submitit's, inside submitit jobs only), checkpoint at a batch boundary and requeue.
 
     ``signal`` may also name one (``SIGUSR1``, ``SIGUSR2``) for a plain ``sbatch --signal=...`` script: then the
@@ -121,12 +135,6 @@ class RequeueOnSignal(EveryNBatches):
         if self._signum is not None:
             signal.signal(self._signum, self._previous if self._previous is not None else signal.SIG_DFL)
             self._signum = None
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore()
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._restore()
 
 
 def _is_signal_name(name: str) -> bool:
