@@ -51,6 +51,29 @@ class RankProbe(L.Callback):
             torch.save(buffers, self.out / f"rank{rank}_{name}_buffers.pt")
 
 
+class Meet(L.Callback):
+    """A rendezvous of ``count`` processes at the start of fit, in ``folder``: each marks its arrival and waits (at
+    most ``timeout_s``) for the others, then writes whether they all met. Jobs run one after the other never meet,
+    however short; jobs run side by side always do, whatever the skew of their start-up."""
+
+    def __init__(self, folder: str, count: int, timeout_s: float = 120.0) -> None:
+        self.folder, self.count, self.timeout_s = Path(folder), count, timeout_s
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import os
+
+        name = f"{os.getpid()}-{time.time_ns()}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"{name}.here").touch()
+        start = time.monotonic()
+        while (arrived := len(list(self.folder.glob("*.here")))) < self.count:
+            if time.monotonic() - start > self.timeout_s:
+                break
+            time.sleep(0.05)
+        met = {"met": arrived >= self.count, "arrived": arrived, "waited_s": time.monotonic() - start}
+        (self.folder / f"{name}.json").write_text(json.dumps(met))
+
+
 class SignalAt(L.Callback):
     """Sends ``signal`` to this process once, at the end of the batch that reaches global step ``step`` (on every
     rank, or on ``rank`` only); not in a run resumed at or after that step (so a re-issued command runs through)."""

@@ -69,17 +69,20 @@ def test_gpus_launcher_runs_cpu_jobs_side_by_side(tmp_path: Path) -> None:
             "hydra/launcher=gpus",
             "hydra.launcher.device_count=2",
             "seed=1,2",
-            "trainer.max_steps=60",
+            "trainer.max_steps=20",
             *PROBE,
+            "+callbacks.meet._target_=tests.probes.Meet",
+            f"+callbacks.meet.folder={tmp_path / 'meet'}",
+            "+callbacks.meet.count=2",
+            "+callbacks.meet.timeout_s=60",
             f"hydra.sweep.dir={sweep}",
         ],
         tmp_path,
     )
     jobs = job_dirs(sweep)
+    met = [json.loads(p.read_text()) for p in sorted((tmp_path / "meet").glob("*.json"))]
+    assert [m["met"] for m in met] == [True, True], f"the two jobs ran one after the other: {met}"
     spans = [json.loads((job / "probe" / "rank0.json").read_text()) for job in jobs]
-    assert spans[0]["start"] < spans[1]["end"] and spans[1]["start"] < spans[0]["end"], (
-        f"ran one after the other: {spans}"
-    )
     assert [s["threads"] for s in spans] == [1, 1], "2 cores shared by 2 jobs: one thread each"
     slots = sorted(line.split("Launcher: ")[1] for job in jobs for line in (job / "train.log").read_text().splitlines()
                    if "Launcher: " in line)  # fmt: skip
