@@ -83,6 +83,18 @@ def test_sync_batchnorm_on_cpu_is_refused_with_the_fix(make_cfg) -> None:
         train(make_cfg([*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"]))
 
 
+@pytest.mark.parametrize("penalty", ["r1", "gp"])
+def test_a_penalty_that_differentiates_twice_with_sync_batchnorm_is_refused(make_cfg, penalty: str) -> None:
+    """SyncBatchNorm's backward has no derivative: refused before training, on the CPU too (checked first)."""
+    cfg = [*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", f"model/penalty=[{penalty}]"]
+    with pytest.raises(
+        ValueError, match=rf"sync_batchnorm=true with model.penalty {penalty}: .* Fix: model.discriminator.norm=none"
+    ):
+        train(make_cfg(cfg))
+    with pytest.raises(ValueError, match="sync_batchnorm=true needs CUDA"):  # without BatchNorm in D: the CPU check
+        train(make_cfg([*cfg, "model.discriminator.norm=none"]))
+
+
 @pytest.mark.parametrize("data", ["cifar10", "celeba"])
 def test_command_line_exits_cleanly_when_data_is_missing(tmp_path: Path, data: str) -> None:
     """python train.py data=X with no files: exit code 2, the fix on screen, no traceback."""
