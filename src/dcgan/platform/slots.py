@@ -18,33 +18,49 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class SlotPlan:
-    """``groups[k]``: the device indices of slot k; ``kind``: "gpu" (CUDA indices) or "cpu" (core ids)."""
+    """``groups[k]``: the device indices of slot k; ``kind``: "gpu" (CUDA indices) or "cpu" (core ids).
+
+    ``visible``: the launcher's own ``CUDA_VISIBLE_DEVICES`` entries, which its CUDA indices number (empty: all).
+    """
 
     kind: str
     groups: tuple[tuple[int, ...], ...]
+    visible: tuple[str, ...] = ()
 
     @property
     def n_jobs(self) -> int:
         return len(self.groups)
 
     def overrides(self, slot: int) -> list[str]:
-        """Config overrides that put a job on slot ``slot``: the GPUs it may use (CPU jobs keep theirs)."""
+        """Config overrides that put a job on slot ``slot``: all the GPUs its process sees (CPU jobs keep theirs)."""
         if self.kind != "gpu":
             return []
-        return ["trainer.accelerator=gpu", f"trainer.devices=[{','.join(map(str, self.groups[slot]))}]"]
+        return ["trainer.accelerator=gpu", f"trainer.devices=[{','.join(map(str, range(len(self.groups[slot]))))}]"]
+
+    def environment(self, slot: int) -> dict[str, str]:
+        """What the job's own process is started with: on GPUs ``CUDA_VISIBLE_DEVICES`` naming only the slot's
+        (through the launcher's own ``CUDA_VISIBLE_DEVICES``, where it has one); on CPU cores the thread count."""
+        group = self.groups[slot]
+        if self.kind != "gpu":
+            return {"OMP_NUM_THREADS": str(len(group))}
+        names = self.visible or tuple(str(i) for i in range(max(group) + 1))
+        return {"CUDA_VISIBLE_DEVICES": ",".join(names[i] for i in group)}
 
     def describe(self, slot: int) -> str:
-        what = "GPUs" if self.kind == "gpu" else "CPU cores"
-        return f"slot {slot + 1} of {self.n_jobs}: {what} {list(self.groups[slot])}"
+        if self.kind != "gpu":
+            return f"slot {slot + 1} of {self.n_jobs}: CPU cores {list(self.groups[slot])}"
+        env = self.environment(slot)["CUDA_VISIBLE_DEVICES"]
+        return f"slot {slot + 1} of {self.n_jobs}: GPUs {list(self.groups[slot])} (CUDA_VISIBLE_DEVICES={env})"
 
-    def pin(self, slot: int) -> None:
-        """CPU slots: run this process (and the DDP ranks it starts) on the slot's cores, one thread each."""
+    def enter(self, slot: int) -> None:
+        """In the job's own process, before torch touches a device: the slot's environment, and on CPU slots the
+        slot's cores for this process and the DDP ranks it starts, one thread each."""
+        os.environ.update(self.environment(slot))  # Lightning's DDP and child processes follow it
         if self.kind != "cpu":
             return
         cores = self.groups[slot]
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, cores)
-        os.environ["OMP_NUM_THREADS"] = str(len(cores))  # Lightning's DDP and child processes follow it
         import torch
 
         torch.set_num_threads(len(cores))
@@ -72,7 +88,9 @@ def plan_slots(
         slots = min(n_jobs or max(num_jobs, 1), device_count)
         per_job = devices_per_job or device_count // slots
         slots = min(slots, device_count // per_job)
-    return SlotPlan(kind, tuple(tuple(range(k * per_job, (k + 1) * per_job)) for k in range(slots)))
+    groups = tuple(tuple(range(k * per_job, (k + 1) * per_job)) for k in range(slots))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "") if kind == "gpu" else ""
+    return SlotPlan(kind, groups, tuple(n.strip() for n in visible.split(",") if n.strip()))
 
 
 @contextmanager
