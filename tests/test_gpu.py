@@ -30,9 +30,43 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     reason="needs a GPU with native bf16 (sm80+)",
 )
 def test_bf16_mixed_trains_on_the_gpu(make_cfg, tmp_path: Path) -> None:
-    metrics = train(make_cfg([*RUN, "trainer.precision=bf16-mixed"]))
+    dtypes = ["+callbacks.dtypes._target_=tests.test_gpu.ActivationDtypes"]
+    ActivationDtypes.seen.clear()
+    metrics = train(make_cfg([*RUN, *dtypes, "trainer.precision=bf16-mixed"]))
     assert math.isfinite(metrics["loss/d"]) and math.isfinite(metrics["loss/g"])
     assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "run").values() if v.is_floating_point())
+    # autocast really ran: D's convolutions computed in bf16 (a run with autocast off gives float32 here)
+    assert ActivationDtypes.seen and set(ActivationDtypes.seen) == {torch.bfloat16}, ActivationDtypes.seen
+
+
+class ActivationDtypes(L.Callback):
+    """Records the dtype of the output of D's convolutions during training steps."""
+
+    seen: ClassVar[list[torch.dtype]] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for module in pl_module.discriminator.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.register_forward_hook(lambda m, i, out: ActivationDtypes.seen.append(out.dtype))
+
+
+def test_the_headline_single_gpu_run_end_to_end(tmp_path: Path) -> None:
+    """``python train.py trainer=gpu`` as the README gives it: the defaults (bf16 where native, channels_last,
+    the quality monitor with its classifier), a short run, a checkpoint that generate.py turns into a grid."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    run = tmp_path / "run"
+    train_py(["trainer=gpu", "trainer.max_epochs=2", f"hydra.run.dir={run}"], tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] > 0
+    out = tmp_path / "gen"
+    cmd = [sys.executable, "generate.py", f"ckpt_path={last}", f"out={out}", "grid=16", "device=cuda"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "grid.png").is_file()
 
 
 class MemoryFormat(L.Callback):

@@ -86,11 +86,31 @@ def test_the_cpu_defaults_together_stay_close(baseline: torch.Tensor) -> None:
     torch.testing.assert_close(trajectory(precision="bf16-mixed", channels_last=True), baseline, atol=0.05, rtol=0.05)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN autotuning exists only on CUDA")
-def test_cudnn_benchmark_stays_close_on_cuda() -> None:
+@pytest.fixture(scope="module")
+def gpu_baseline() -> torch.Tensor:
+    return trajectory(accelerator="gpu", benchmark=False)
+
+
+@pytest.mark.gpu
+def test_cudnn_benchmark_stays_close_on_cuda(gpu_baseline: torch.Tensor) -> None:
     """Autotuning may pick other convolution algorithms, so the sums differ in rounding only."""
-    reference = trajectory(accelerator="gpu", benchmark=False)
-    torch.testing.assert_close(trajectory(accelerator="gpu", benchmark=True), reference, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(trajectory(accelerator="gpu", benchmark=True), gpu_baseline, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.gpu
+def test_fused_adam_trains_the_same_on_cuda(gpu_baseline: torch.Tensor) -> None:
+    """Fused Adam is one CUDA kernel for all parameters; the same update up to rounding."""
+    torch.testing.assert_close(
+        trajectory(accelerator="gpu", benchmark=False, fused=True), gpu_baseline, atol=1e-4, rtol=1e-4
+    )
+
+
+@pytest.mark.gpu
+def test_compile_trains_the_same_on_cuda(gpu_baseline: torch.Tensor) -> None:
+    """torch.compile on CUDA (Inductor's Triton kernels): the same losses up to kernel rounding."""
+    torch.testing.assert_close(
+        trajectory(accelerator="gpu", benchmark=False, compile=True), gpu_baseline, atol=1e-3, rtol=1e-3
+    )
 
 
 class ReadsOffDevice(L.Callback):
