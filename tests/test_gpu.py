@@ -59,7 +59,9 @@ def test_the_headline_single_gpu_run_end_to_end(tmp_path: Path) -> None:
     from tests.conftest import ROOT
 
     run = tmp_path / "run"
-    train_py(["trainer=gpu", "trainer.max_epochs=2", f"hydra.run.dir={run}"], tmp_path)
+    cmd = [sys.executable, "train.py", "trainer=gpu", "trainer.max_epochs=2", f"hydra.run.dir={run}"]
+    proc = subprocess.run([*cmd, f"paths.cache_dir={tmp_path / 'cache'}"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]  # the full defaults, not the tests' TINY sizes
     last = run / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] > 0
     out = tmp_path / "gen"
