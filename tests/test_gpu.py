@@ -115,3 +115,21 @@ def test_nccl_ddp_with_sync_batchnorm_keeps_ranks_identical(tmp_path: Path) -> N
     b0, b1 = (torch.load(tmp_path / "p" / f"rank{r}_d_buffers.pt") for r in range(2))
     stats = [k for k in b0 if k.endswith("running_mean")]
     assert stats and all(torch.allclose(b0[k], b1[k], atol=1e-5) for k in stats)
+
+
+def test_the_gpus_launcher_runs_two_jobs_side_by_side_on_one_gpu(tmp_path: Path) -> None:
+    """hydra.launcher.jobs_per_device=2: two jobs share GPU 0 at the same time, each in its own process."""
+    sweep = tmp_path / "sweep"
+    probe = ["+callbacks.probe._target_=tests.probes.RankProbe", "+callbacks.probe.out=${paths.output_dir}/probe"]
+    args = ["-m", "hydra/launcher=gpus", "hydra.launcher.accelerator=gpu", "hydra.launcher.device_count=1"]
+    args += [
+        "hydra.launcher.jobs_per_device=2",
+        "seed=1,2",
+        "trainer.max_steps=200",
+        *probe,
+        f"hydra.sweep.dir={sweep}",
+    ]
+    train_py(args, tmp_path)  # the slot overrides trainer.accelerator=gpu (after the tests' TINY cpu)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    spans = [json.loads((job / "probe" / "rank0.json").read_text()) for job in jobs]
+    assert spans[0]["start"] < spans[1]["end"] and spans[1]["start"] < spans[0]["end"], spans

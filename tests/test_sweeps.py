@@ -119,6 +119,10 @@ def test_slot_plans() -> None:
     assert eight.overrides(2) == ["trainer.accelerator=gpu", "trainer.devices=[0,1]"]  # all its process sees
     assert eight.environment(2) == {"CUDA_VISIBLE_DEVICES": "4,5"}
     assert eight.describe(2) == "slot 3 of 4: GPUs [4, 5] (CUDA_VISIBLE_DEVICES=4,5)"
+    assert plan_slots("gpu", 2, 1, None, 6, jobs_per_device=2).groups == ((0,), (1,), (0,), (1,))
+    assert plan_slots("gpu", 1, 1, 2, 6, jobs_per_device=3).groups == ((0,), (0,))  # n_jobs caps the sharing too
+    with pytest.raises(ValueError, match="jobs_per_device=0: expected an integer >= 1"):
+        plan_slots("gpu", 1, 1, None, 2, jobs_per_device=0)
     behind = SlotPlan("gpu", ((0,), (1,)), visible=("3", "GPU-9f"))  # under a scheduler's CUDA_VISIBLE_DEVICES
     assert behind.environment(1) == {"CUDA_VISIBLE_DEVICES": "GPU-9f"}
     assert plan_slots("gpu", 3, 2, None, 4).groups == ((0, 1),)  # the odd GPU stays idle

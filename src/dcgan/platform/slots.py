@@ -67,15 +67,23 @@ class SlotPlan:
 
 
 def plan_slots(
-    kind: str, device_count: int, devices_per_job: int | None, n_jobs: int | None, num_jobs: int
+    kind: str,
+    device_count: int,
+    devices_per_job: int | None,
+    n_jobs: int | None,
+    num_jobs: int,
+    jobs_per_device: int = 1,
 ) -> SlotPlan:
     """Split ``device_count`` devices into slots.
 
-    GPUs: ``devices_per_job`` each (default 1), as many slots as fit (or ``n_jobs``).
+    GPUs: ``devices_per_job`` each (default 1), as many slots as fit (or ``n_jobs``); ``jobs_per_device`` > 1
+    puts that many jobs on each GPU (small models leave a GPU mostly idle), spread over the GPUs first.
     CPU: ``n_jobs`` slots (default: one per job, at most one per core), the cores split evenly.
     """
     if device_count < 1:
         raise ValueError(f"device_count={device_count}: expected >= 1 (GPUs, or CPU cores on a CPU-only machine).")
+    if not isinstance(jobs_per_device, int) or jobs_per_device < 1:
+        raise ValueError(f"hydra.launcher.jobs_per_device={jobs_per_device}: expected an integer >= 1 (1: a GPU each).")
     if kind == "gpu":
         per_job = devices_per_job or 1
         if per_job > device_count:
@@ -83,12 +91,14 @@ def plan_slots(
                 f"hydra.launcher.devices_per_job={per_job}, but this machine has {device_count} GPU(s). "
                 f"Use devices_per_job <= {device_count} (and trainer.devices to match)."
             )
-        slots = min(n_jobs or device_count // per_job, device_count // per_job)
+        base = [tuple(range(k * per_job, (k + 1) * per_job)) for k in range(device_count // per_job)]
+        shared = [group for _ in range(jobs_per_device) for group in base]  # GPU 0, 1, ..., then 0, 1, ... again
+        groups = tuple(shared[: min(n_jobs or len(shared), len(shared))])
     else:
         slots = min(n_jobs or max(num_jobs, 1), device_count)
         per_job = devices_per_job or device_count // slots
         slots = min(slots, device_count // per_job)
-    groups = tuple(tuple(range(k * per_job, (k + 1) * per_job)) for k in range(slots))
+        groups = tuple(tuple(range(k * per_job, (k + 1) * per_job)) for k in range(slots))
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "") if kind == "gpu" else ""
     return SlotPlan(kind, groups, tuple(n.strip() for n in visible.split(",") if n.strip()))
 

@@ -108,11 +108,13 @@ class GpuLauncher(Launcher):
         devices_per_job: int | None = None,
         n_jobs: int | None = None,
         device_count: int | None = None,
+        jobs_per_device: int = 1,
     ) -> None:
         self.accelerator = accelerator
         self.devices_per_job = devices_per_job
         self.n_jobs = n_jobs
         self.device_count = device_count
+        self.jobs_per_device = jobs_per_device
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -132,7 +134,7 @@ class GpuLauncher(Launcher):
         if kind == "gpu" and self.devices_per_job is None and self.config is not None:
             devices = self.config.get("trainer", {}).get("devices")
             self.devices_per_job = devices if isinstance(devices, int) and devices > 0 else 1
-        return plan_slots(kind, count, self.devices_per_job, self.n_jobs, num_jobs)
+        return plan_slots(kind, count, self.devices_per_job, self.n_jobs, num_jobs, self.jobs_per_device)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
