@@ -206,6 +206,11 @@ class InMemoryDataModule(L.LightningDataModule):
             )
         self.images = images
 
+    @property
+    def on_cuda(self) -> bool:
+        """Whether the run this DataModule serves trains on CUDA: its batches are then pinned for async copies."""
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
     def train_dataloader(self) -> ResumableBatches:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         order = ShardedPermutation(self.num_images(), self.seed, shuffle=True, rank=rank, world_size=world)
@@ -220,7 +225,9 @@ class InMemoryDataModule(L.LightningDataModule):
         if self.images is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before train_dataloader().")
         labels = self._checked_labels() if self.with_labels else None
-        return TensorBatchLoader(self.images, order, self.batch_size, drop_last=True, labels=labels)
+        return TensorBatchLoader(
+            self.images, order, self.batch_size, drop_last=True, labels=labels, pin_memory=self.on_cuda
+        )
 
     def _checked_labels(self) -> torch.Tensor:
         labels = self.load_labels()

@@ -179,9 +179,15 @@ class ImageFileBatches(WorkerBatchLoader):
     """Worker-decoded batches whose failures are reported, once per file, by ``bad`` in the main process."""
 
     def __init__(
-        self, dataset: ImageFiles, order: ShardedPermutation, batch_size: int, num_workers: int, bad: BadImages
+        self,
+        dataset: ImageFiles,
+        order: ShardedPermutation,
+        batch_size: int,
+        num_workers: int,
+        bad: BadImages,
+        pin_memory: bool = False,
     ) -> None:
-        super().__init__(dataset, order, batch_size, num_workers, collate_fn=_collate_decoded)
+        super().__init__(dataset, order, batch_size, num_workers, collate_fn=_collate_decoded, pin_memory=pin_memory)
         self.bad = bad
 
     def _pass(self, batches: list[torch.Tensor]) -> Iterator[Any]:
@@ -195,11 +201,12 @@ class ImageFileBatches(WorkerBatchLoader):
 class ImageFilesDataModule(InMemoryDataModule):
     """Base for data sets of image files.
 
-    ``cache=false`` (default): DataLoader workers decode and resize every image each epoch; every
-    file's header is checked before training, so unreadable files are reported up front.
+    ``cache=false``: DataLoader workers decode and resize every image each epoch; every file's header is
+    checked before training, so unreadable files are reported up front.
     ``cache=true``: every image is decoded and resized once, at ``image_size``, into a uint8
     ``.npy`` memmap under ``cache_dir``; epochs then index it like the small data sets do. The
     cache key covers the file list, each file's size and mtime, and the decode settings.
+    ``cache=auto`` (default): true for a run on CUDA, false on the CPU.
 
     ``bad_images``: a file that cannot be decoded (a truncated download passes the header check) is
     ``skip``-ped, its slot filled by the next readable file, the same on both paths and in every run; or
@@ -214,22 +221,26 @@ class ImageFilesDataModule(InMemoryDataModule):
         channels: int,
         batch_size: int = 128,
         seed: int = 0,
-        cache: bool = False,
+        cache: bool | str = "auto",
         cache_dir: str | None = None,
         num_workers: int = 2,
         crop: int | None = None,
         bad_images: str = "skip",
     ) -> None:
         super().__init__(image_size, channels, batch_size, seed, cache_dir)
-        if cache and not cache_dir:
+        if cache not in (True, False, "auto"):
+            raise ArgumentError("cache", repr(cache), "auto (on when training on CUDA), true or false", "auto")
+        if cache is True and not cache_dir:
             raise DataError(f"{self.name}: data.cache=true needs data.cache_dir (or paths.cache_dir) to be set.")
+        self.cache_setting = cache
         check_int("num_workers", num_workers, 0, "DataLoader worker processes", 4)
         if bad_images not in BAD_IMAGES:
             raise ArgumentError(
                 "bad_images", repr(bad_images), "skip (name it, fill its slot with the next readable image) or fail",
                 "skip",
             )  # fmt: skip
-        self.cache, self.num_workers, self.crop, self.bad_images = cache, num_workers, crop, bad_images
+        self.cache = cache is True  # "auto" is decided when a Trainer attaches (prepare_data, setup)
+        self.num_workers, self.crop, self.bad_images = num_workers, crop, bad_images
         self._files: list[Path] | None = None
         self.dataset: ImageFiles | None = None
         self.bad: BadImages | None = None
@@ -352,7 +363,18 @@ class ImageFilesDataModule(InMemoryDataModule):
             raise _undecodable(self.name, failures, self.files, why)
         return dict(failures)
 
+    def _decide_cache(self) -> None:
+        """``cache=auto``: the memmap on a CUDA run, whose GPU would otherwise wait for PIL decoding in two workers
+        (tens of ms a batch against a few ms of GPU work); the worker path on the CPU, where the step dominates."""
+        if self.cache_setting == "auto":
+            self.cache = self.on_cuda and self.cache_dir is not None
+
+    def prepare_data(self) -> None:
+        self._decide_cache()
+        super().prepare_data()
+
     def setup(self, stage: str | None = None) -> None:
+        self._decide_cache()
         if self.cache:
             super().setup(stage)
             if self.bad is None:
@@ -385,7 +407,7 @@ class ImageFilesDataModule(InMemoryDataModule):
             )
         if order.world_size > 1:
             self.bad.where = f" (rank {order.rank})"
-        return ImageFileBatches(self.dataset, order, self.batch_size, self.num_workers, self.bad)
+        return ImageFileBatches(self.dataset, order, self.batch_size, self.num_workers, self.bad, self.on_cuda)
 
 
 class ImageFolderDataModule(ImageFilesDataModule):
@@ -400,7 +422,7 @@ class ImageFolderDataModule(ImageFilesDataModule):
         channels: int = 3,
         batch_size: int = 128,
         seed: int = 0,
-        cache: bool = False,
+        cache: bool | str = "auto",
         cache_dir: str | None = None,
         num_workers: int = 2,
         bad_images: str = "skip",
@@ -444,7 +466,7 @@ class CelebADataModule(ImageFilesDataModule):
         split: str = "all",
         crop: int = 178,
         download: bool = False,
-        cache: bool = False,
+        cache: bool | str = "auto",
         cache_dir: str | None = None,
         num_workers: int = 2,
         bad_images: str = "skip",
