@@ -1,7 +1,9 @@
 """The tests part of bench/gpu_check.sh's results file: each test of a pytest JUnit XML report with its outcome,
 every skip with its reason, and the counts, so that a report of only skips cannot read as a pass.
 
-    python bench/gpu_report.py junit.xml
+    python bench/gpu_report.py junit.xml [--require-pass]
+
+``--require-pass`` (a run on a GPU): exit 1 when no test passed, e.g. every one skipped because torch saw no CUDA.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def outcomes(path: str) -> list[tuple[str, str, str]]:
 
 
 def main(argv: list[str]) -> int:
+    require = "--require-pass" in argv
+    argv = [a for a in argv if a != "--require-pass"]
     if len(argv) != 1:
         print(__doc__)
         return 2
@@ -39,8 +43,9 @@ def main(argv: list[str]) -> int:
         print(f"  {outcome:8} {name}" + (f"  -- {detail}" if detail else ""))
     counts = Counter(outcome for _, outcome, _ in rows)
     print("tests: " + ", ".join(f"{counts[k]} {k}" for k in ("passed", "failed", "error", "skipped") if counts[k]))
-    if rows and counts["passed"] == 0:
+    if counts["passed"] == 0:
         print("tests: NOTHING RAN on a GPU here: every gpu test was skipped (reasons above)")
+        return 1 if require else 0
     return 0
 
 

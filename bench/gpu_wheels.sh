@@ -10,7 +10,7 @@ PYV=${1:-3.12}
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 pin() { grep -i "^$1==" constraints.txt || { echo "constraints.txt has no pin for $1" >&2; exit 1; }; }
 rm -rf .whl && mkdir -p .whl
-for pkg in hydra-core omegaconf torch-fidelity; do
+for pkg in hydra-core omegaconf torch-fidelity; do  # (pytest is in the GPU image; gpu_check.sh checks)
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" --implementation py --abi none \
     --platform any -d .whl "$(pin "$pkg")"
 done

@@ -137,8 +137,10 @@ class Row:
         return self.median(self.lightning) / self.median(self.plain)
 
 
-# dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets; matched on the device name
-BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+# dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets; the first name that the
+# device's name contains wins, so the longer names come first (H100 PCIe before H100, L40S before L40 before L4)
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0,
+                    "L40": 181.0, "L4": 121.0, "A10G": 70.0, "A10": 125.0}  # fmt: skip
 
 
 def bf16_peak(name: str) -> float | None:
@@ -456,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for r in rows:
         achieved = r.flops * Row.median(r.lightning) / args.batch_size / 1e12
-        versus = f" = {achieved / peak:.1%} of the {peak:.0f} TFLOP/s dense bf16 peak" if peak else ""
+        bf16 = peak is not None and "bf16" in r.switches
+        versus = f" = {achieved / peak:.1%} of the {peak:.0f} TFLOP/s dense bf16 peak" if bf16 else ""
         print(f"{r.cfg.label} [{switch_label(r.switches)}]: lightning {achieved:.2f} TFLOP/s{versus}")
     print()
     print_summary(rows, device)

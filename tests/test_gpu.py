@@ -60,7 +60,9 @@ def test_the_headline_single_gpu_run_end_to_end(tmp_path: Path) -> None:
 
     run = tmp_path / "run"
     cmd = [sys.executable, "train.py", "trainer=gpu", "trainer.max_epochs=2", f"hydra.run.dir={run}"]
-    proc = subprocess.run([*cmd, f"paths.cache_dir={tmp_path / 'cache'}"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [*cmd, f"paths.cache_dir={tmp_path / 'cache'}"], cwd=ROOT, capture_output=True, text=True, timeout=200
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]  # the full defaults, not the tests' TINY sizes
     last = run / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] > 0
@@ -122,6 +124,7 @@ def test_the_gpus_launcher_runs_two_jobs_side_by_side_on_one_gpu(tmp_path: Path)
     sweep = tmp_path / "sweep"
     probe = ["+callbacks.probe._target_=tests.probes.RankProbe", "+callbacks.probe.out=${paths.output_dir}/probe"]
     args = ["-m", "hydra/launcher=gpus", "hydra.launcher.accelerator=gpu", "hydra.launcher.device_count=1"]
+    args += ["+callbacks.slow._target_=tests.probes.SlowBatches", "+callbacks.slow.seconds=0.05"]  # 5 s of training
     args += [
         "hydra.launcher.jobs_per_device=2",
         "seed=1,2",

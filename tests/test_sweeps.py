@@ -113,7 +113,8 @@ def test_gpus_launcher_runs_each_job_in_a_fresh_process_that_sees_only_its_gpu(t
     }
 
 
-def test_slot_plans() -> None:
+def test_slot_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # a runner's own would renumber the GPUs
     eight = plan_slots("gpu", device_count=8, devices_per_job=2, n_jobs=None, num_jobs=10)
     assert eight.groups == ((0, 1), (2, 3), (4, 5), (6, 7))
     assert eight.overrides(2) == ["trainer.accelerator=gpu", "trainer.devices=[0,1]"]  # all its process sees
@@ -123,6 +124,10 @@ def test_slot_plans() -> None:
     assert plan_slots("gpu", 1, 1, 2, 6, jobs_per_device=3).groups == ((0,), (0,))  # n_jobs caps the sharing too
     with pytest.raises(ValueError, match="jobs_per_device=0: expected an integer >= 1"):
         plan_slots("gpu", 1, 1, None, 2, jobs_per_device=0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert plan_slots("gpu", 2, 1, None, 2).environment(1) == {"CUDA_VISIBLE_DEVICES": "5"}
+    with pytest.raises(ValueError, match="device_count=4, but CUDA_VISIBLE_DEVICES names 2 GPU"):
+        plan_slots("gpu", 4, 1, None, 2)
     behind = SlotPlan("gpu", ((0,), (1,)), visible=("3", "GPU-9f"))  # under a scheduler's CUDA_VISIBLE_DEVICES
     assert behind.environment(1) == {"CUDA_VISIBLE_DEVICES": "GPU-9f"}
     assert plan_slots("gpu", 3, 2, None, 4).groups == ((0, 1),)  # the odd GPU stays idle
@@ -136,7 +141,8 @@ def test_slot_plans() -> None:
 
 
 @pytest.mark.slow
-def test_gpu_launcher_takes_devices_per_job_from_the_trainer(make_cfg) -> None:
+def test_gpu_launcher_takes_devices_per_job_from_the_trainer(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     launcher = GpuLauncher(accelerator="gpu", device_count=8)
     launcher.config = make_cfg(["trainer.devices=4"])
     assert launcher.plan(num_jobs=5).groups == ((0, 1, 2, 3), (4, 5, 6, 7))

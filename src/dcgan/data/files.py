@@ -198,14 +198,21 @@ class _HeaderCache:
 
     def lookup(self, path: Path) -> str | None:
         entry = self.entries.get(str(path))
-        if self.path is None or entry is None or entry[:2] != self._stamp(path):
+        try:
+            if self.path is None or entry is None or entry[:2] != self._stamp(path):
+                return None
+        except OSError:  # a file that vanished: its header check says so
             return None
         return entry[2]
 
     def store(self, path: Path, reason: str) -> None:
-        if self.path is not None:
+        if self.path is None:
+            return
+        try:
             self.entries[str(path)] = [*self._stamp(path), reason]
-            self.changed = True
+        except OSError:  # gone since it was checked: checked again next time
+            return
+        self.changed = True
 
     def save(self) -> None:
         if self.path is None or not self.changed:

@@ -142,30 +142,42 @@ class TensorBatchLoader(ResumableBatches):
         if not self.pin_memory:
             yield from (self._gather(batch) for batch in batches)
             return
-        yield from _prefetched(self._gather, batches, depth=2)
+        device = torch.cuda.current_device() if torch.cuda.is_initialized() else None  # this rank's GPU
+        yield from _prefetched(self._gather, batches, depth=2, device=device)
 
 
-def _prefetched(gather: Callable[[torch.Tensor], Any], batches: list[torch.Tensor], depth: int) -> Iterator[Any]:
-    """``gather(b)`` for each batch, computed by a thread up to ``depth`` batches ahead; stops it when abandoned."""
+def _prefetched(
+    gather: Callable[[torch.Tensor], Any], batches: list[torch.Tensor], depth: int, device: int | None = None
+) -> Iterator[Any]:
+    """``gather(b)`` for each batch, computed by a thread up to ``depth`` batches ahead; stops it when abandoned.
+
+    ``device``: the CUDA device the thread works for (pinning registers memory with the current device, and a new
+    thread's is GPU 0, not this DDP rank's), as torch's own pinning thread does.
+    """
     ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(item: tuple[bool, Any]) -> bool:
+        """Put ``item`` unless the consumer left; whether it was put."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
+        if device is not None:
+            torch.cuda.set_device(device)
         try:
             for batch in batches:
-                item = (True, gather(batch))
-                while not stop.is_set():
-                    try:
-                        ready.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer((True, gather(batch))):
                     return
         except BaseException as err:  # handed to the consumer, raised there
-            ready.put((False, err))
+            offer((False, err))
             return
-        ready.put((False, None))
+        offer((False, None))
 
     thread = threading.Thread(target=produce, name="dcgan-prefetch", daemon=True)
     thread.start()

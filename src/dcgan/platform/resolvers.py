@@ -45,7 +45,10 @@ def _cuda_capability(index: int) -> tuple[int, int] | None:
 
     ``torch.cuda.get_device_capability`` would create a CUDA context in this process, and a context made while
     a config is resolved breaks the forked ranks of ``ddp_fork`` ("Cannot re-initialize CUDA in forked
-    subprocess"). NVML is the driver's management library and makes none. None where it cannot be read.
+    subprocess"). NVML is the driver's management library and makes none. None where it cannot be read (no NVML,
+    a MIG instance named in ``CUDA_VISIBLE_DEVICES``): then fp32. NVML numbers GPUs in PCI bus order, CUDA by
+    default fastest first: on a machine with mixed GPUs set ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (as most clusters do)
+    for the two to agree.
     """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     entry = visible.split(",")[index].strip() if visible else str(index)

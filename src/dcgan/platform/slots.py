@@ -1,6 +1,7 @@
 """Which devices each job of a parallel sweep gets: slots of GPUs (or CPU cores), held by a file lock.
 
-A sweep of J jobs on G GPUs with d GPUs per job runs K = G // d jobs at once. Jobs do not finish in
+A sweep of J jobs on G GPUs with d GPUs per job runs K = G // d jobs at once (x ``jobs_per_device`` where jobs
+share a GPU). Jobs do not finish in
 order, so a job takes whichever slot is free when it starts (``fcntl`` locks in the sweep dir, released
 when the job ends or its process dies) rather than a slot fixed by its number.
 """
@@ -99,8 +100,13 @@ def plan_slots(
         per_job = devices_per_job or device_count // slots
         slots = min(slots, device_count // per_job)
         groups = tuple(tuple(range(k * per_job, (k + 1) * per_job)) for k in range(slots))
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "") if kind == "gpu" else ""
-    return SlotPlan(kind, groups, tuple(n.strip() for n in visible.split(",") if n.strip()))
+    visible = tuple(n.strip() for n in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if n.strip())
+    if kind == "gpu" and visible and device_count > len(visible):
+        raise ValueError(
+            f"hydra.launcher.device_count={device_count}, but CUDA_VISIBLE_DEVICES names {len(visible)} GPU(s) "
+            f"({','.join(visible)}). Use device_count <= {len(visible)}, or null for all of them."
+        )
+    return SlotPlan(kind, groups, visible if kind == "gpu" else ())
 
 
 @contextmanager

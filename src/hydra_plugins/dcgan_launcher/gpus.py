@@ -1,6 +1,7 @@
 """``hydra/launcher=gpus``: the jobs of a ``-m`` sweep side by side, each on its own GPU(s) or CPU cores.
 
-Up to K jobs run at once, K slots of devices (``dcgan.platform.slots``). A thread per running job takes a free
+Up to K jobs run at once, K slots of devices (``dcgan.platform.slots``; K = GPUs // devices_per_job x
+jobs_per_device). A thread per running job takes a free
 slot and starts the job in a fresh process (``spawn``) whose environment names only the slot's devices
 (``CUDA_VISIBLE_DEVICES``; on CPU slots the cores and the thread count): a job never inherits a CUDA context
 or a cache from a job before it, and sees its GPUs as 0..d-1 (``trainer.devices=[0, ...]``). The job is
@@ -33,11 +34,13 @@ log = logging.getLogger(__name__)
 SLOT_ENV = "DCGAN_LAUNCH_SLOT"  # read by dcgan.tasks.train.train to log the job's devices
 
 
-def _job_process(payload: bytes, conn: Any) -> None:
-    """The job's own process: enter the slot, compose the job's config, run it, send its JobReturn back."""
-    idx, overrides, plan, slot, hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
+def _job_process(plan: SlotPlan, slot: int, payload: bytes, conn: Any) -> None:
+    """The job's own process: enter the slot (before unpickling the job imports torch and the task's modules, so
+    that nothing has read CUDA_VISIBLE_DEVICES or the thread count yet), compose the job's config, run it, send its
+    JobReturn back."""
     os.environ[SLOT_ENV] = plan.describe(slot)
     plan.enter(slot)
+    idx, overrides, hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
     setup_globals()
     Singleton.set_state(singleton_state)
     sweep_config = hydra_context.config_loader.load_sweep_config(config, [*overrides, *plan.overrides(slot)])
@@ -72,8 +75,8 @@ def _run_in_slot(idx: int, overrides: Sequence[str], plan: SlotPlan, lock_dir: P
     context = multiprocessing.get_context("spawn")
     with hold_slot(lock_dir, plan.n_jobs) as slot:
         receive, send = context.Pipe(duplex=False)
-        payload = cloudpickle.dumps((idx, list(overrides), plan, slot, *job))
-        process = context.Process(target=_job_process, args=(payload, send), name=f"dcgan-job-{idx}")
+        payload = cloudpickle.dumps((idx, list(overrides), *job))
+        process = context.Process(target=_job_process, args=(plan, slot, payload, send), name=f"dcgan-job-{idx}")
         process.start()
         send.close()
         try:
@@ -150,9 +153,15 @@ class GpuLauncher(Launcher):
             log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
         state = Singleton.get_state()
         job = (self.hydra_context, self.config, self.task_function, state)
-        with ThreadPoolExecutor(max_workers=plan.n_jobs, thread_name_prefix="dcgan-slot") as pool:
+        pool = ThreadPoolExecutor(max_workers=plan.n_jobs, thread_name_prefix="dcgan-slot")
+        try:
             runs = [
                 pool.submit(_run_in_slot, initial_job_idx + idx, overrides, plan, sweep_dir / ".slots", *job)
                 for idx, overrides in enumerate(job_overrides)
             ]
             return [run.result() for run in runs]
+        except BaseException:  # Ctrl-C: the jobs not started yet never start; the running ones get it too
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
