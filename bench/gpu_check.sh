@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One command on a GPU machine: the CUDA tests (marker gpu), then the training-throughput bench, within 7 minutes
 # (hard caps: 30 s setup, 270 s tests, 120 s bench; a normal run takes about 4). It runs on the machine's own
-# Python and torch, with no venv and no reinstall: where hydra-core, omegaconf, antlr4 or torch-fidelity are
-# missing it unpacks the pure-Python wheels bench/gpu_wheels.sh put in .whl/ into a temporary folder (no pip,
-# no index, no dependency resolution), and runs the project from this checkout (PYTHONPATH=src).
+# Python and torch, with no venv and no reinstall: where hydra-core, omegaconf, antlr4, torch-fidelity or
+# cloudpickle are missing it unpacks the pure-Python wheels bench/gpu_wheels.sh put in .whl/ into a temporary
+# folder (no pip, no index, no dependency resolution), and runs the project from this checkout (PYTHONPATH=src).
 #   bash bench/gpu_check.sh                 # on the GPU machine (carry .whl/ there)
 #   bash bench/gpu_check.sh --device cpu    # the dry run: the same steps on the CPU; the gpu tests skip, saying why
 # Writes one results file, bench/results/gpu_check-<date>.txt ($GPU_CHECK_OUT to choose): the machine, each
@@ -20,7 +20,7 @@ mkdir -p "$(dirname "$OUT")"
   echo "# gpu_check $(date -u +%FT%TZ), device $DEVICE"
   # --- setup (cap 30 s): the project's pure-Python needs, from .whl/ where the machine lacks them
   export PYTHONPATH="src:.${PYTHONPATH:+:$PYTHONPATH}"
-  NEEDED="import hydra, omegaconf, antlr4, torch_fidelity, pytest"
+  NEEDED="import hydra, omegaconf, antlr4, torch_fidelity, cloudpickle, pytest"
   if ! $PY -c "$NEEDED" 2>/dev/null; then
     if ls .whl/*.whl >/dev/null 2>&1; then
       for w in .whl/*.whl; do timeout 30 $PY -m zipfile -e "$w" "$TMP/site" || break; done  # pure Python: unpacked
@@ -31,7 +31,7 @@ mkdir -p "$(dirname "$OUT")"
     fi
     $PY -c "$NEEDED" || echo "setup: STILL MISSING a package above: the tests below cannot run"
   else
-    echo "setup: hydra-core, omegaconf, antlr4, torch-fidelity and pytest importable; nothing unpacked"
+    echo "setup: hydra-core, omegaconf, antlr4, torch-fidelity, cloudpickle and pytest importable; nothing unpacked"
   fi
   nvidia-smi --query-gpu=index,name,memory.total,driver_version,compute_cap --format=csv 2>/dev/null || echo "nvidia-smi: not found"
   $PY -c "import sys, torch, lightning; print('python', sys.version.split()[0], '| torch', torch.__version__, 'cuda', torch.version.cuda, '| lightning', lightning.__version__, '| CUDA devices', torch.cuda.device_count())"

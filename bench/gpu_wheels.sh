@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where pip can reach an index: download the pure-Python wheels a GPU machine lacks (its image has torch,
-# torchvision, lightning, tensorboard, scikit-learn, but no hydra-core, omegaconf, antlr4 or torch-fidelity) into
-# .whl/ (git-ignored, a few MB), at the versions of constraints.txt, for that machine's Python.
+# torchvision, lightning, tensorboard, scikit-learn, but no hydra-core, omegaconf, antlr4, torch-fidelity or
+# cloudpickle) into .whl/ (git-ignored, a few MB), at the versions of constraints.txt, for that machine's Python.
 #   bash bench/gpu_wheels.sh [PYTHON_VERSION=3.12]
 # Carry .whl/ to the machine; bench/gpu_check.sh installs them from there without an index.
 set -euo pipefail
@@ -10,7 +10,7 @@ PYV=${1:-3.12}
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 pin() { grep -i "^$1==" constraints.txt || { echo "constraints.txt has no pin for $1" >&2; exit 1; }; }
 rm -rf .whl && mkdir -p .whl
-for pkg in hydra-core omegaconf torch-fidelity; do  # (pytest is in the GPU image; gpu_check.sh checks)
+for pkg in hydra-core omegaconf torch-fidelity cloudpickle; do  # (pytest is in the GPU image; gpu_check.sh checks)
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" --implementation py --abi none \
     --platform any -d .whl "$(pin "$pkg")"
 done

@@ -24,7 +24,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from joblib.externals import cloudpickle
+import cloudpickle
 from omegaconf import DictConfig, open_dict
 
 from dcgan.platform.slots import SlotPlan, hold_slot, plan_slots
