@@ -26,13 +26,15 @@ def trajectory(
     fused: bool | None = None,
     accelerator: str = "cpu",
     benchmark: bool | None = None,
+    lr: float = 2e-4,
+    callbacks: tuple[L.Callback, ...] = (),
     **switches,
 ) -> torch.Tensor:
     torch.manual_seed(0)
     module = DCGAN(
         generator={"_target_": "dcgan.nets.Generator", "nz": 16, "ngf": 8, "image_size": 16, "channels": 1},
         discriminator={"_target_": "dcgan.nets.Discriminator", "ndf": 8, "image_size": 16, "channels": 1},
-        optim={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.5, 0.999], "fused": fused},
+        optim={"_target_": "torch.optim.Adam", "_partial_": True, "lr": lr, "betas": [0.5, 0.999], "fused": fused},
         num_fixed_samples=4,
         **switches,
     )
@@ -41,7 +43,7 @@ def trajectory(
     trainer = L.Trainer(
         accelerator=accelerator, devices=1, max_steps=2 * batches, precision=precision, benchmark=benchmark,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[losses],
+        callbacks=[losses, *callbacks],
     )  # fmt: skip
     trainer.fit(module, datamodule=TensorDataModule(images, batch_size=32))
     return torch.tensor(losses.values)
