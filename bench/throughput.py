@@ -7,11 +7,17 @@ Run from the repository root::
     .venv/bin/python bench/throughput.py --switches none,best --sizes 64
     .venv/bin/python bench/throughput.py --device cuda --switches none,best,best+cudnn_benchmark,compile
     .venv/bin/python bench/throughput.py --steps 2 --warmup 1 --repeats 1   # smoke test
+
+On CUDA a batch takes milliseconds, so each timed window is stretched to at least ``--min-window-s`` (2 s there by
+default): a short plain-loop run first measures the pace of each configuration. Each row also gives the achieved
+TFLOP/s (torch's FLOP counter on one training step: both nets, forward and backward) and, for known GPUs, the
+device's dense bf16 peak beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -120,6 +126,7 @@ class Row:
     switches: frozenset[str]
     plain: list[RunResult] = field(default_factory=list)
     lightning: list[RunResult] = field(default_factory=list)
+    flops: float = 0.0  # per batch, both nets, forward and backward
 
     @staticmethod
     def median(results: list[RunResult]) -> float:
@@ -128,6 +135,36 @@ class Row:
     @property
     def ratio(self) -> float:
         return self.median(self.lightning) / self.median(self.plain)
+
+
+# dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets; the first name that the
+# device's name contains wins, so the longer names come first (H100 PCIe before H100, L40S before L40 before L4)
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0,
+                    "L40": 181.0, "L4": 121.0, "A10G": 70.0, "A10": 125.0}  # fmt: skip
+
+
+def bf16_peak(name: str) -> float | None:
+    return next((peak for key, peak in BF16_PEAK_TFLOPS.items() if key in name), None)
+
+
+def flops_per_batch(cfg: NetConfig, batch_size: int, device: torch.device) -> float:
+    """FLOPs of one training step of the plain loop (D on real and fake, G), counted by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    gan = PlainGAN(cfg, device)
+    real = torch.zeros(batch_size, cfg.channels, cfg.image_size, cfg.image_size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        gan.step(real)
+    return float(counter.get_total_flops())
+
+
+def calibrated_steps(images: torch.Tensor, cfg: NetConfig, switches: frozenset[str], plan: Plan, min_s: float) -> int:
+    """Timed batches for a window of at least ``min_s`` seconds at this configuration's pace (a plain-loop run)."""
+    if min_s <= 0:
+        return plan.steps
+    probe = Plan(plan.device, plan.batch_size, plan.warmup, 10, plan.seed)
+    pace = run_plain(images, cfg, switches, probe, PeakMemory(plan.device)).img_per_s / plan.batch_size
+    return max(plan.steps, math.ceil(min_s * pace * 1.1))
 
 
 @dataclass(frozen=True)
@@ -240,8 +277,9 @@ def usable_switch_sets(sets: list[frozenset[str]], device: torch.device) -> list
         if "cudnn_benchmark" in s and device.type != "cuda":
             print(f"note: cudnn_benchmark is CUDA only; [{switch_label(s)}] runs without it on {device.type}.")
             s = s - {"cudnn_benchmark"}
-        if "bf16" in s and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            print(f"note: this GPU has no bf16; skipping [{switch_label(s)}].")
+        if "bf16" in s and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+            print(f"note: this GPU has no native bf16 (before sm80 it is emulated, slower than fp32): skipping "
+                  f"[{switch_label(s)}].")  # fmt: skip
             continue
         if s not in out:
             out.append(s)
@@ -338,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-images", type=int, default=4096, help="synthetic images in memory (grown to fit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--min-window-s",
+        type=float,
+        default=None,
+        help="stretch each timed window to at least this many seconds (default: 2 on CUDA, 0 on the CPU)",
+    )
+    parser.add_argument(
         "--busy-retries",
         type=int,
         default=3,
@@ -365,16 +409,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     wall = time.perf_counter()
     rows: list[Row] = []
+    min_s = args.min_window_s if args.min_window_s is not None else (2.0 if device.type == "cuda" else 0.0)
+    peak = bf16_peak(hw) if device.type == "cuda" else None
     for cfg in configs:
         steps = steps_for(cfg.image_size)
         if steps < 1:
             parser.error(f"--steps for {cfg.image_size}px must be >= 1")
-        plan = Plan(device, args.batch_size, args.warmup, steps, args.seed)
-        n = max(args.num_images, args.batch_size * (args.warmup + steps + 2))  # one epoch covers every batch
-        images = synthetic_images(n, cfg, args.seed)
-        print(f"\n{cfg.label}, ngf={cfg.ngf} ndf={cfg.ndf} nz={cfg.nz}: {n} images in memory, {steps} timed batches")
+        flops = flops_per_batch(cfg, args.batch_size, device)
+        print(f"\n{cfg.label}, ngf={cfg.ngf} ndf={cfg.ndf} nz={cfg.nz}: {flops / 1e9:.1f} GFLOP per batch")
         for switches in switch_sets:
+            base = Plan(device, args.batch_size, args.warmup, steps, args.seed)
+            n = max(args.num_images, args.batch_size * (args.warmup + 12))
+            timed = calibrated_steps(synthetic_images(n, cfg, args.seed), cfg, switches, base, min_s)
+            plan = Plan(device, args.batch_size, args.warmup, timed, args.seed)
+            n = max(args.num_images, args.batch_size * (args.warmup + timed + 2))  # one epoch covers every batch
+            images = synthetic_images(n, cfg, args.seed)
+            print(f"  [{switch_label(switches)}]: {n} images in memory, {timed} timed batches")
             row, retries = Row(cfg, switches), args.busy_retries
+            row.flops = flops
             rep = 0
             while rep < args.repeats:
                 order = ("plain", "lightning") if rep % 2 == 0 else ("lightning", "plain")
@@ -399,10 +451,16 @@ def main(argv: list[str] | None = None) -> int:
                 row.lightning.append(lt)
                 rep += 1
             rows.append(row)
-        del images
+            del images
 
     print(f"\nimg/s: median (min-max) of {args.repeats}; ratio b/a = lightning median / plain median")
     print_table(rows, mem.kind)
+    print()
+    for r in rows:
+        achieved = r.flops * Row.median(r.lightning) / args.batch_size / 1e12
+        bf16 = peak is not None and "bf16" in r.switches
+        versus = f" = {achieved / peak:.1%} of the {peak:.0f} TFLOP/s dense bf16 peak" if bf16 else ""
+        print(f"{r.cfg.label} [{switch_label(r.switches)}]: lightning {achieved:.2f} TFLOP/s{versus}")
     print()
     print_summary(rows, device)
     print(f"total wall time: {time.perf_counter() - wall:.0f} s")

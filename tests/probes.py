@@ -176,3 +176,39 @@ class FullDisk(L.Callback):
             raise OSError(errno.ENOSPC, "No space left on device")
 
         torch.save = filling_save
+
+
+class CollectiveCount(L.Callback):
+    """Counts the calls of each of torch.distributed's collectives between one batch start and the next, per
+    batch, and writes them (``rank<N>_collectives.json``) at the end: what a training step costs in host syncs."""
+
+    NAMES = ("all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_object", "broadcast",
+             "broadcast_object_list", "barrier", "reduce", "reduce_scatter", "gather", "scatter")  # fmt: skip
+
+    def __init__(self, out: str) -> None:
+        self.out = Path(out)
+        self.per_batch: list[dict[str, int]] = []
+        self._calls: dict[str, int] = {}
+        self._started = False
+
+    def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
+        import torch.distributed as dist
+
+        for name in self.NAMES:
+            original = getattr(dist, name)
+
+            def counted(*a: Any, _original: Any = original, _name: str = name, **k: Any) -> Any:
+                self._calls[_name] = self._calls.get(_name, 0) + 1
+                return _original(*a, **k)
+
+            setattr(dist, name, counted)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._started:
+            self.per_batch.append(self._calls)
+        self._calls, self._started = {}, True
+
+    def on_train_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.per_batch.append(self._calls)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / f"rank{trainer.global_rank}_collectives.json").write_text(json.dumps(self.per_batch))

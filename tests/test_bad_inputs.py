@@ -148,3 +148,14 @@ def test_the_shipped_configs_pass_the_validation(make_cfg) -> None:
     for trainer in sorted(p.stem for p in (CONF_DIR / "trainer").glob("*.yaml")):
         check_train_config(make_cfg([f"trainer={trainer}"]))
     check_train_config(make_cfg(["debug=fdr", "trainer.max_time=00:00:10:00"]))
+
+
+def test_a_quoted_run_dir_is_checked_where_hydra_puts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DDP rank's command quotes its run dir: the check must not create a folder named with the quote in the cwd."""
+    from dcgan.platform.validation import check_run_dirs, override_value
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "a run"
+    assert override_value(f'"{run_dir}"') == str(run_dir) and override_value("plain/dir") == "plain/dir"
+    assert check_run_dirs([f'hydra.run.dir="{run_dir}"']) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a run"]

@@ -143,3 +143,24 @@ def test_ddp_ranks_stop_together_on_a_requeue_signal_one_of_them_received(tmp_pa
     assert resumed["global_step"] == straight["global_step"] == 40
     for name, value in straight["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][name], value, atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_ddp_steps_between_logging_batches_make_no_collective_call(tmp_path: Path) -> None:
+    """The per-step logs are averaged over ranks only on the batches whose values reach the loggers: one
+    all-reduce there, none elsewhere (sync_dist on every step cost a barrier plus an all-reduce per key)."""
+    count = ["+callbacks.count._target_=tests.probes.CollectiveCount", f"+callbacks.count.out={tmp_path / 'c'}"]
+    # 2 ranks of 898 digits in batches of 32: 28 batches a pass; 30 batches; logs and checks every 10th batch
+    run = ["~callbacks.quality", "callbacks.samples.every_n_steps=0", "trainer.max_steps=60"]
+    run += ["trainer.log_every_n_steps=10", "callbacks.checkpoint.every_n_train_steps=0"]
+    run_train([*DDP, *run, *count, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    for rank in range(2):
+        per_batch = json.loads((tmp_path / "c" / f"rank{rank}_collectives.json").read_text())
+        assert len(per_batch) == 30
+        # Lightning 2.6 itself broadcasts a SIGTERM flag at every batch: one small collective, not ours
+        assert all(calls.get("broadcast", 0) <= 1 for calls in per_batch), per_batch
+        busy = {b for b, calls in enumerate(per_batch) if set(calls) - {"broadcast"}}
+        # batches 9, 19, 29: the logs' one all-reduce and the divergence / Ctrl-C checks; 27: the epoch's end
+        assert busy <= {9, 19, 27, 29}, per_batch
+        assert {9, 19} <= busy
+        assert per_batch[9].get("all_reduce", 0) <= 3, per_batch[9]  # the logs, the divergence and Ctrl-C checks

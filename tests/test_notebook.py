@@ -7,12 +7,13 @@ import re
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from dcgan.tasks.train import train
 from tests.conftest import TINY
+
+nbformat = pytest.importorskip("nbformat", reason="the notebook test needs nbformat and nbclient (the dev extra)")
+NotebookClient = pytest.importorskip("nbclient", reason="needs nbclient (the dev extra)").NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "explore.ipynb"

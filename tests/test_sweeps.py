@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,9 +15,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from dcgan.platform.configs import CONF_DIR
-from dcgan.platform.slots import hold_slot, plan_slots
+from dcgan.platform.slots import SlotPlan, hold_slot, plan_slots
 from hydra_plugins.dcgan_launcher.gpus import GpuLauncher
-from tests.conftest import train_py
+from tests.conftest import ROOT, train_py
 
 PROBE = ["+callbacks.probe._target_=tests.probes.RankProbe", "+callbacks.probe.out=${paths.output_dir}/probe"]
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.sync_batchnorm=false"]
@@ -89,10 +92,40 @@ def test_gpus_launcher_runs_cpu_jobs_side_by_side(tmp_path: Path) -> None:
     assert slots == ["slot 1 of 2: CPU cores [0]", "slot 2 of 2: CPU cores [1]"]
 
 
-def test_slot_plans() -> None:
+@pytest.mark.slow
+def test_gpus_launcher_runs_each_job_in_a_fresh_process_that_sees_only_its_gpu(tmp_path: Path) -> None:
+    """GPU slots with CUDA mocked away: the launcher's own CUDA_VISIBLE_DEVICES is 5,7 (as a scheduler would set
+    it); each of 3 jobs on 2 one-GPU slots runs in a process of its own that sees one of them, as device 0."""
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "tests.apps.record_env", "-m", "hydra/launcher=gpus", "hydra.launcher.accelerator=gpu"]
+    cmd += ["hydra.launcher.device_count=2", "seed=1,2,3", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "5,7"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = [json.loads((job / "where.json").read_text()) for job in job_dirs(sweep)]
+    assert len({s["pid"] for s in seen} | {os.getpid()}) == 4, "a fresh process per job"
+    assert sorted(s["cuda_visible_devices"] for s in seen) in (["5", "5", "7"], ["5", "7", "7"])
+    assert all(s["accelerator"] == "gpu" and s["devices"] == [0] for s in seen)
+    slots = {s["cuda_visible_devices"]: s["slot"] for s in seen}
+    assert slots == {
+        "5": "slot 1 of 2: GPUs [0] (CUDA_VISIBLE_DEVICES=5)",
+        "7": "slot 2 of 2: GPUs [1] (CUDA_VISIBLE_DEVICES=7)",
+    }
+
+
+def test_slot_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # a runner's own would renumber the GPUs
     eight = plan_slots("gpu", device_count=8, devices_per_job=2, n_jobs=None, num_jobs=10)
     assert eight.groups == ((0, 1), (2, 3), (4, 5), (6, 7))
-    assert eight.overrides(2) == ["trainer.accelerator=gpu", "trainer.devices=[4,5]"]
+    assert eight.overrides(2) == ["trainer.accelerator=gpu", "trainer.devices=[0,1]"]  # all its process sees
+    assert eight.environment(2) == {"CUDA_VISIBLE_DEVICES": "4,5"}
+    assert eight.describe(2) == "slot 3 of 4: GPUs [4, 5] (CUDA_VISIBLE_DEVICES=4,5)"
+    assert plan_slots("gpu", 2, 1, None, 6, jobs_per_device=2).groups == ((0,), (1,), (0,), (1,))
+    assert plan_slots("gpu", 1, 1, 2, 6, jobs_per_device=3).groups == ((0,), (0,))  # n_jobs caps the sharing too
+    with pytest.raises(ValueError, match="jobs_per_device=0: expected an integer >= 1"):
+        plan_slots("gpu", 1, 1, None, 2, jobs_per_device=0)
+    behind = SlotPlan("gpu", ((0,), (1,)), visible=("3", "GPU-9f"))  # under a scheduler's CUDA_VISIBLE_DEVICES
+    assert behind.environment(1) == {"CUDA_VISIBLE_DEVICES": "GPU-9f"}
     assert plan_slots("gpu", 3, 2, None, 4).groups == ((0, 1),)  # the odd GPU stays idle
     assert plan_slots("gpu", 4, 1, 2, 4).groups == ((0,), (1,))  # n_jobs caps it
     assert plan_slots("cpu", 8, None, None, 3).groups == ((0, 1), (2, 3), (4, 5))
@@ -101,10 +134,15 @@ def test_slot_plans() -> None:
     assert cpu.overrides(0) == [] and cpu.describe(1) == "slot 2 of 2: CPU cores [1]"
     with pytest.raises(ValueError, match="devices_per_job=4, but this machine has 2 GPU"):
         plan_slots("gpu", 2, 4, None, 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert plan_slots("gpu", 2, 1, None, 2).environment(1) == {"CUDA_VISIBLE_DEVICES": "5"}
+    with pytest.raises(ValueError, match="device_count=4, but CUDA_VISIBLE_DEVICES names 2 GPU"):
+        plan_slots("gpu", 4, 1, None, 2)
 
 
 @pytest.mark.slow
-def test_gpu_launcher_takes_devices_per_job_from_the_trainer(make_cfg) -> None:
+def test_gpu_launcher_takes_devices_per_job_from_the_trainer(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     launcher = GpuLauncher(accelerator="gpu", device_count=8)
     launcher.config = make_cfg(["trainer.devices=4"])
     assert launcher.plan(num_jobs=5).groups == ((0, 1, 2, 3), (4, 5, 6, 7))

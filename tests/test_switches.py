@@ -26,13 +26,15 @@ def trajectory(
     fused: bool | None = None,
     accelerator: str = "cpu",
     benchmark: bool | None = None,
+    lr: float = 2e-4,
+    callbacks: tuple[L.Callback, ...] = (),
     **switches,
 ) -> torch.Tensor:
     torch.manual_seed(0)
     module = DCGAN(
         generator={"_target_": "dcgan.nets.Generator", "nz": 16, "ngf": 8, "image_size": 16, "channels": 1},
         discriminator={"_target_": "dcgan.nets.Discriminator", "ndf": 8, "image_size": 16, "channels": 1},
-        optim={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4, "betas": [0.5, 0.999], "fused": fused},
+        optim={"_target_": "torch.optim.Adam", "_partial_": True, "lr": lr, "betas": [0.5, 0.999], "fused": fused},
         num_fixed_samples=4,
         **switches,
     )
@@ -41,7 +43,7 @@ def trajectory(
     trainer = L.Trainer(
         accelerator=accelerator, devices=1, max_steps=2 * batches, precision=precision, benchmark=benchmark,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[losses],
+        callbacks=[losses, *callbacks],
     )  # fmt: skip
     trainer.fit(module, datamodule=TensorDataModule(images, batch_size=32))
     return torch.tensor(losses.values)
@@ -86,11 +88,31 @@ def test_the_cpu_defaults_together_stay_close(baseline: torch.Tensor) -> None:
     torch.testing.assert_close(trajectory(precision="bf16-mixed", channels_last=True), baseline, atol=0.05, rtol=0.05)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN autotuning exists only on CUDA")
-def test_cudnn_benchmark_stays_close_on_cuda() -> None:
+@pytest.fixture(scope="module")
+def gpu_baseline() -> torch.Tensor:
+    return trajectory(accelerator="gpu", benchmark=False)
+
+
+@pytest.mark.gpu
+def test_cudnn_benchmark_stays_close_on_cuda(gpu_baseline: torch.Tensor) -> None:
     """Autotuning may pick other convolution algorithms, so the sums differ in rounding only."""
-    reference = trajectory(accelerator="gpu", benchmark=False)
-    torch.testing.assert_close(trajectory(accelerator="gpu", benchmark=True), reference, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(trajectory(accelerator="gpu", benchmark=True), gpu_baseline, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.gpu
+def test_fused_adam_trains_the_same_on_cuda(gpu_baseline: torch.Tensor) -> None:
+    """Fused Adam is one CUDA kernel for all parameters; the same update up to rounding."""
+    torch.testing.assert_close(
+        trajectory(accelerator="gpu", benchmark=False, fused=True), gpu_baseline, atol=1e-4, rtol=1e-4
+    )
+
+
+@pytest.mark.gpu
+def test_compile_trains_the_same_on_cuda(gpu_baseline: torch.Tensor) -> None:
+    """torch.compile on CUDA (Inductor's Triton kernels): the same losses up to kernel rounding."""
+    torch.testing.assert_close(
+        trajectory(accelerator="gpu", benchmark=False, compile=True), gpu_baseline, atol=1e-3, rtol=1e-3
+    )
 
 
 class ReadsOffDevice(L.Callback):

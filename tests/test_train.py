@@ -80,7 +80,24 @@ def test_periodic_checkpoints_and_an_up_to_date_last_ckpt(make_cfg, tmp_path: Pa
 
 def test_sync_batchnorm_on_cpu_is_refused_with_the_fix(make_cfg) -> None:
     with pytest.raises(ValueError, match="sync_batchnorm=true needs CUDA.*trainer.sync_batchnorm=false"):
-        train(make_cfg([*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"]))
+        train(
+            make_cfg(
+                [*TINY, "trainer=ddp", "trainer.sync_batchnorm=true", "trainer.accelerator=cpu", "trainer.devices=1"]
+            )
+        )
+
+
+@pytest.mark.parametrize("penalty", ["r1", "gp"])
+def test_a_penalty_that_differentiates_twice_with_sync_batchnorm_is_refused(make_cfg, penalty: str) -> None:
+    """SyncBatchNorm's backward has no derivative: refused before training, on the CPU too (checked first)."""
+    cfg = [*TINY, "trainer=ddp", "trainer.sync_batchnorm=true", "trainer.accelerator=cpu", "trainer.devices=1"]
+    cfg.append(f"model/penalty=[{penalty}]")
+    with pytest.raises(
+        ValueError, match=rf"sync_batchnorm=true with model.penalty {penalty}: .* Fix: model.discriminator.norm=none"
+    ):
+        train(make_cfg(cfg))
+    with pytest.raises(ValueError, match="sync_batchnorm=true needs CUDA"):  # without BatchNorm in D: the CPU check
+        train(make_cfg([*cfg, "model.discriminator.norm=none"]))
 
 
 @pytest.mark.parametrize("data", ["cifar10", "celeba"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -175,13 +176,69 @@ class BadImages:
                     len(self.seen), names)  # fmt: skip
 
 
+class _HeaderCache:
+    """Header checks already made, per file: ``{path: [size, mtime_ns, reason]}`` ("" when it parsed), in
+    ``<cache_dir>/headers-<folder digest>.json``. A file whose size or mtime changed is checked again."""
+
+    def __init__(self, cache_dir: Path | None, folder: Path) -> None:
+        digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:16]
+        self.path = cache_dir / f"headers-{digest}.json" if cache_dir is not None else None
+        self.entries: dict[str, list[Any]] = {}
+        self.changed = False
+        if self.path is not None and self.path.is_file():
+            try:
+                self.entries = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError):  # another process mid-write, a damaged file: check again
+                self.entries = {}
+
+    @staticmethod
+    def _stamp(path: Path) -> list[int]:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+
+    def lookup(self, path: Path) -> str | None:
+        entry = self.entries.get(str(path))
+        try:
+            if self.path is None or entry is None or entry[:2] != self._stamp(path):
+                return None
+        except OSError:  # a file that vanished: its header check says so
+            return None
+        return entry[2]
+
+    def store(self, path: Path, reason: str) -> None:
+        if self.path is None:
+            return
+        try:
+            self.entries[str(path)] = [*self._stamp(path), reason]
+        except OSError:  # gone since it was checked: checked again next time
+            return
+        self.changed = True
+
+    def save(self) -> None:
+        if self.path is None or not self.changed:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.entries))
+            os.replace(tmp, self.path)  # ranks and sweep jobs checking the same folder never read half of it
+        except OSError as err:  # a read-only or full cache_dir: checked again next time, nothing lost
+            log.info("Header checks not cached in %s (%s).", self.path, err)
+
+
 class ImageFileBatches(WorkerBatchLoader):
     """Worker-decoded batches whose failures are reported, once per file, by ``bad`` in the main process."""
 
     def __init__(
-        self, dataset: ImageFiles, order: ShardedPermutation, batch_size: int, num_workers: int, bad: BadImages
+        self,
+        dataset: ImageFiles,
+        order: ShardedPermutation,
+        batch_size: int,
+        num_workers: int,
+        bad: BadImages,
+        pin_memory: bool = False,
     ) -> None:
-        super().__init__(dataset, order, batch_size, num_workers, collate_fn=_collate_decoded)
+        super().__init__(dataset, order, batch_size, num_workers, collate_fn=_collate_decoded, pin_memory=pin_memory)
         self.bad = bad
 
     def _pass(self, batches: list[torch.Tensor]) -> Iterator[Any]:
@@ -195,11 +252,12 @@ class ImageFileBatches(WorkerBatchLoader):
 class ImageFilesDataModule(InMemoryDataModule):
     """Base for data sets of image files.
 
-    ``cache=false`` (default): DataLoader workers decode and resize every image each epoch; every
-    file's header is checked before training, so unreadable files are reported up front.
+    ``cache=false``: DataLoader workers decode and resize every image each epoch; every file's header is
+    checked before training, so unreadable files are reported up front.
     ``cache=true``: every image is decoded and resized once, at ``image_size``, into a uint8
     ``.npy`` memmap under ``cache_dir``; epochs then index it like the small data sets do. The
     cache key covers the file list, each file's size and mtime, and the decode settings.
+    ``cache=auto`` (default): true for a run on CUDA, false on the CPU.
 
     ``bad_images``: a file that cannot be decoded (a truncated download passes the header check) is
     ``skip``-ped, its slot filled by the next readable file, the same on both paths and in every run; or
@@ -214,22 +272,26 @@ class ImageFilesDataModule(InMemoryDataModule):
         channels: int,
         batch_size: int = 128,
         seed: int = 0,
-        cache: bool = False,
+        cache: bool | str = "auto",
         cache_dir: str | None = None,
         num_workers: int = 2,
         crop: int | None = None,
         bad_images: str = "skip",
     ) -> None:
         super().__init__(image_size, channels, batch_size, seed, cache_dir)
-        if cache and not cache_dir:
+        if cache not in (True, False, "auto"):
+            raise ArgumentError("cache", repr(cache), "auto (on when training on CUDA), true or false", "auto")
+        if cache is True and not cache_dir:
             raise DataError(f"{self.name}: data.cache=true needs data.cache_dir (or paths.cache_dir) to be set.")
+        self.cache_setting = cache
         check_int("num_workers", num_workers, 0, "DataLoader worker processes", 4)
         if bad_images not in BAD_IMAGES:
             raise ArgumentError(
                 "bad_images", repr(bad_images), "skip (name it, fill its slot with the next readable image) or fail",
                 "skip",
             )  # fmt: skip
-        self.cache, self.num_workers, self.crop, self.bad_images = cache, num_workers, crop, bad_images
+        self.cache = cache is True  # "auto" is decided when a Trainer attaches (prepare_data, setup)
+        self.num_workers, self.crop, self.bad_images = num_workers, crop, bad_images
         self._files: list[Path] | None = None
         self.dataset: ImageFiles | None = None
         self.bad: BadImages | None = None
@@ -339,20 +401,43 @@ class ImageFilesDataModule(InMemoryDataModule):
         return torch.from_numpy(np.load(path, mmap_mode="c"))
 
     def _check_headers(self) -> dict[int, str]:
-        """The files whose header cannot be parsed (index -> reason); raises under ``fail`` or past the share."""
+        """The files whose header cannot be parsed (index -> reason); raises under ``fail`` or past the share.
+
+        With ``cache_dir`` set, each file's result is kept there under its (size, mtime): a start on 200k files
+        then stats them (about a second) instead of opening each (a minute or more, on every rank).
+        """
+        known = _HeaderCache(self.cache_dir, self.files[0].parent if self.files else Path())
         failures: Failures = []
         for i, path in enumerate(self.files):
-            try:
-                with Image.open(path) as im:
-                    im.size  # noqa: B018 -- opening parses the header; that is the check
-            except DECODE_ERRORS as err:
-                failures.append((i, f"{type(err).__name__}: {err}"))
+            reason = known.lookup(path)
+            if reason is None:
+                try:
+                    with Image.open(path) as im:
+                        im.size  # noqa: B018 -- opening parses the header; that is the check
+                    reason = ""
+                except DECODE_ERRORS as err:
+                    reason = f"{type(err).__name__}: {err}"
+                known.store(path, reason)
+            if reason:
+                failures.append((i, reason))
+        known.save()
         if failures and (self.bad_images == "fail" or _too_many(failures, self.files)):
             why = f" (more than {MAX_BAD_SHARE:.0%}: not a few damaged files)" if self.bad_images == "skip" else ""
             raise _undecodable(self.name, failures, self.files, why)
         return dict(failures)
 
+    def _decide_cache(self) -> None:
+        """``cache=auto``: the memmap on a CUDA run, whose GPU would otherwise wait for PIL decoding in two workers
+        (tens of ms a batch against a few ms of GPU work); the worker path on the CPU, where the step dominates."""
+        if self.cache_setting == "auto":
+            self.cache = self.on_cuda and self.cache_dir is not None
+
+    def prepare_data(self) -> None:
+        self._decide_cache()
+        super().prepare_data()
+
     def setup(self, stage: str | None = None) -> None:
+        self._decide_cache()
         if self.cache:
             super().setup(stage)
             if self.bad is None:
@@ -385,7 +470,7 @@ class ImageFilesDataModule(InMemoryDataModule):
             )
         if order.world_size > 1:
             self.bad.where = f" (rank {order.rank})"
-        return ImageFileBatches(self.dataset, order, self.batch_size, self.num_workers, self.bad)
+        return ImageFileBatches(self.dataset, order, self.batch_size, self.num_workers, self.bad, self.on_cuda)
 
 
 class ImageFolderDataModule(ImageFilesDataModule):
@@ -400,7 +485,7 @@ class ImageFolderDataModule(ImageFilesDataModule):
         channels: int = 3,
         batch_size: int = 128,
         seed: int = 0,
-        cache: bool = False,
+        cache: bool | str = "auto",
         cache_dir: str | None = None,
         num_workers: int = 2,
         bad_images: str = "skip",
@@ -444,7 +529,7 @@ class CelebADataModule(ImageFilesDataModule):
         split: str = "all",
         crop: int = 178,
         download: bool = False,
-        cache: bool = False,
+        cache: bool | str = "auto",
         cache_dir: str | None = None,
         num_workers: int = 2,
         bad_images: str = "skip",

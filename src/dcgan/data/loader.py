@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import queue
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -109,7 +111,12 @@ class ResumableBatches:
 
 
 class TensorBatchLoader(ResumableBatches):
-    """``images[idx]`` (or ``(images[idx], labels[idx])``) batches of one in-memory uint8 tensor."""
+    """``images[idx]`` (or ``(images[idx], labels[idx])``) batches of one in-memory uint8 tensor.
+
+    ``pin_memory`` (a run on CUDA): each batch is gathered into page-locked memory by a background thread, two
+    batches ahead, so that Lightning's non-blocking copy to the GPU overlaps the step before it and the training
+    loop never waits on the gather (torch's indexing releases the GIL). The order is the same either way.
+    """
 
     def __init__(
         self,
@@ -118,13 +125,72 @@ class TensorBatchLoader(ResumableBatches):
         batch_size: int,
         drop_last: bool = True,
         labels: torch.Tensor | None = None,
+        pin_memory: bool = False,
     ) -> None:
         super().__init__(order, batch_size, drop_last)
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.pin_memory = images, labels, pin_memory
+
+    def _gather(self, batch: torch.Tensor) -> Any:
+        images = self.images[batch]
+        labels = None if self.labels is None else self.labels[batch]
+        if self.pin_memory:
+            images = images.pin_memory()
+            labels = None if labels is None else labels.pin_memory()
+        return images if labels is None else (images, labels)
 
     def _pass(self, batches: list[torch.Tensor]) -> Iterator[Any]:
-        for batch in batches:
-            yield self.images[batch] if self.labels is None else (self.images[batch], self.labels[batch])
+        if not self.pin_memory:
+            yield from (self._gather(batch) for batch in batches)
+            return
+        device = torch.cuda.current_device() if torch.cuda.is_initialized() else None  # this rank's GPU
+        yield from _prefetched(self._gather, batches, depth=2, device=device)
+
+
+def _prefetched(
+    gather: Callable[[torch.Tensor], Any], batches: list[torch.Tensor], depth: int, device: int | None = None
+) -> Iterator[Any]:
+    """``gather(b)`` for each batch, computed by a thread up to ``depth`` batches ahead; stops it when abandoned.
+
+    ``device``: the CUDA device the thread works for (pinning registers memory with the current device, and a new
+    thread's is GPU 0, not this DDP rank's), as torch's own pinning thread does.
+    """
+    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: tuple[bool, Any]) -> bool:
+        """Put ``item`` unless the consumer left; whether it was put."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        if device is not None:
+            torch.cuda.set_device(device)
+        try:
+            for batch in batches:
+                if not offer((True, gather(batch))):
+                    return
+        except BaseException as err:  # handed to the consumer, raised there
+            offer((False, err))
+            return
+        offer((False, None))
+
+    thread = threading.Thread(target=produce, name="dcgan-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = ready.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 class _PlannedBatches(Sampler[list[int]]):
@@ -160,6 +226,7 @@ class WorkerBatchLoader(ResumableBatches):
         num_workers: int,
         drop_last: bool = True,
         collate_fn: Callable[[list[Any]], Any] | None = None,
+        pin_memory: bool = False,
     ) -> None:
         super().__init__(order, batch_size, drop_last)
         self._plan = _PlannedBatches()
@@ -171,6 +238,7 @@ class WorkerBatchLoader(ResumableBatches):
             generator=torch.Generator().manual_seed(order.seed),
             collate_fn=collate_fn,
             worker_init_fn=_ignore_interrupts if num_workers > 0 else None,
+            pin_memory=pin_memory,  # torch's pinning thread; Lightning then copies to the GPU without blocking
         )
 
     def _pass(self, batches: list[torch.Tensor]) -> Iterator[Any]:

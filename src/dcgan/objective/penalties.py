@@ -39,6 +39,7 @@ class Penalty:
     phase: str = "D"
     needs: frozenset[str] = frozenset()
     per_image: bool = False
+    differentiates_twice = False  # a gradient of a gradient (create_graph=True): no SyncBatchNorm in D then
 
     def __init__(self, weight: float, interval: int = 1) -> None:
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
@@ -81,6 +82,7 @@ class GradientPenalty(Penalty):
 
     needs = frozenset({"interpolates"})
     per_image = True
+    differentiates_twice = True
 
     def __init__(self, weight: float = 10.0, interval: int = 1) -> None:
         super().__init__(weight, interval)
@@ -94,6 +96,7 @@ class R1(Penalty):
 
     needs = frozenset({"real_grad"})
     per_image = True
+    differentiates_twice = True
 
     def __init__(self, weight: float = 1.0, interval: int = 16) -> None:
         super().__init__(weight, interval)

@@ -27,7 +27,7 @@ from dcgan.lightning.interrupt import EXIT_STATUS, Interrupted
 from dcgan.platform.configs import CONF_DIR, CONFIG_DIR_ENV
 from dcgan.platform.extras import MissingExtra, check_command_line
 from dcgan.platform.rundir import holder_of, refusal
-from dcgan.platform.validation import check_run_dirs
+from dcgan.platform.validation import check_run_dirs, override_value
 from dcgan.tasks.evaluate import evaluate
 from dcgan.tasks.generate import generate
 from dcgan.tasks.train import resume_command, train
@@ -98,8 +98,9 @@ def _run_dir_in_use(argv: list[str]) -> str | None:
     for arg in argv:
         key, _, value = arg.partition("=")
         if key.lstrip("+~") == "hydra.run.dir" and value and "${" not in value:
-            holder = holder_of(Path(value).expanduser())
-            return refusal(Path(value).expanduser().resolve(), holder) if holder else None
+            run_dir = Path(override_value(value)).expanduser()
+            holder = holder_of(run_dir)
+            return refusal(run_dir.resolve(), holder) if holder else None
     return None
 
 

@@ -4,7 +4,7 @@ Lightning's ``ddp`` strategy starts ranks 1..N-1 by running the command line aga
 command is the whole ``-m`` sweep (each rank would start every job of it), or a run whose timestamped
 output dir differs from rank zero's. Here every other rank instead runs ``python -m dcgan.platform.cli`` on this
 job's config, saved fully resolved next to the job's own ``.hydra/config.yaml``: the same values, the
-same output dir, in any launcher (basic, joblib workers, submitit) and without Hydra (a notebook).
+same output dir, in any launcher (basic, the gpus launcher's job processes, submitit) and without Hydra (a notebook).
 """
 
 from __future__ import annotations

@@ -207,13 +207,25 @@ def user_errors(prefix: str = "") -> Iterator[None]:
         raise ConfigError(f"{type(root).__name__}{where}: {root}") from None
 
 
+def override_value(value: str) -> str:
+    """A command-line override's value as Hydra reads it: ``"/runs/a b"`` is ``/runs/a b``, not a folder named with
+    a quote (the rank command of a DDP job quotes its run dir)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_override(f"key={value}").value()
+    except Exception:  # Hydra reports a malformed override itself, in its own words
+        return value
+    return parsed if isinstance(parsed, str) else value
+
+
 def check_run_dirs(argv: list[str]) -> str | None:
     """One line for a ``hydra.run.dir=`` or ``hydra.sweep.dir=`` on the command line that cannot be created (or
     written); None when they can. Hydra itself would end in a traceback while it creates the dir."""
     for arg in argv:
         key, _, value = arg.partition("=")
         if key.lstrip("+~") in ("hydra.run.dir", "hydra.sweep.dir") and value and "${" not in value:
-            found = _output_dir_problems(value)
+            found = _output_dir_problems(override_value(value))
             if found:
                 return found[0].replace("paths.output_dir=", f"{key.lstrip('+~')}=", 1)
     return None

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
 from dcgan.lightning.callbacks import CollapseAlarm
 from dcgan.lightning.checkpoint_io import AtomicCheckpointIO, DiskFullError, remove_leftovers
@@ -140,8 +141,18 @@ def _drop_unmonitorable(callbacks: list[Any], datamodule: L.LightningDataModule,
     return kept
 
 
-def _check_sync_batchnorm(trainer: L.Trainer, sync_batchnorm: bool) -> None:
-    if sync_batchnorm and isinstance(trainer.accelerator, CPUAccelerator):
+def _check_sync_batchnorm(trainer: L.Trainer, sync_batchnorm: bool, model: L.LightningModule) -> None:
+    if not sync_batchnorm:
+        return
+    twice = [name for name, p in model.objective.penalties.items() if getattr(p, "differentiates_twice", False)]
+    if twice and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.discriminator.modules()):
+        raise ValueError(
+            f"trainer.sync_batchnorm=true with model.penalty {', '.join(twice)}: the penalty differentiates D twice "
+            "(a gradient of a gradient), and SyncBatchNorm's backward cannot be (derivative for "
+            "batch_norm_backward_elemt is not implemented). Fix: model.discriminator.norm=none (the R1 and WGAN-GP "
+            "papers' D has no BatchNorm), or trainer.sync_batchnorm=false (each process normalises its own batch)."
+        )
+    if isinstance(trainer.accelerator, CPUAccelerator):
         raise ValueError(
             "trainer.sync_batchnorm=true needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only), but this "
             "run is on the CPU. Pass trainer.sync_batchnorm=false for CPU DDP (each process then normalises "
@@ -253,7 +264,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer_cfg = _time_budget(cfg.trainer)
             loggers = _loggers(cfg.get("logger"))
             trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers, plugins=_plugins(trainer_cfg))
-            _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False))
+            _check_sync_batchnorm(trainer, cfg.trainer.get("sync_batchnorm", False), model)
         output_dir = Path(cfg.paths.output_dir).resolve()
         primary = _primary(trainer)
         # a requeued job may start while its predecessor is still exiting: it waits for the lock a while

@@ -1,21 +1,28 @@
 """``hydra/launcher=gpus``: the jobs of a ``-m`` sweep side by side, each on its own GPU(s) or CPU cores.
 
-Jobs run in joblib's loky worker processes (as hydra-joblib-launcher does); each job first takes a free
-slot from ``dcgan.platform.slots`` and is then composed with that slot's device overrides, so its saved
-``overrides.yaml`` and its log say where it ran.
+Up to K jobs run at once, K slots of devices (``dcgan.platform.slots``; K = GPUs // devices_per_job x
+jobs_per_device). A thread per running job takes a free
+slot and starts the job in a fresh process (``spawn``) whose environment names only the slot's devices
+(``CUDA_VISIBLE_DEVICES``; on CPU slots the cores and the thread count): a job never inherits a CUDA context
+or a cache from a job before it, and sees its GPUs as 0..d-1 (``trainer.devices=[0, ...]``). The job is
+composed with the slot's overrides, so its saved ``overrides.yaml`` and its log say where it ran; its
+``JobReturn`` comes back through a pipe. Each job pays a fresh interpreter's start-up (a few seconds).
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
@@ -27,33 +34,64 @@ log = logging.getLogger(__name__)
 SLOT_ENV = "DCGAN_LAUNCH_SLOT"  # read by dcgan.tasks.train.train to log the job's devices
 
 
-def _run_in_slot(
-    idx: int,
-    overrides: Sequence[str],
-    plan: SlotPlan,
-    lock_dir: Path,
-    hydra_context: HydraContext,
-    config: DictConfig,
-    task_function: TaskFunction,
-    singleton_state: dict[Any, Any],
-) -> JobReturn:
+def _job_process(plan: SlotPlan, slot: int, payload: bytes, conn: Any) -> None:
+    """The job's own process: enter the slot (before unpickling the job imports torch and the task's modules, so
+    that nothing has read CUDA_VISIBLE_DEVICES or the thread count yet), compose the job's config, run it, send its
+    JobReturn back."""
+    os.environ[SLOT_ENV] = plan.describe(slot)
+    plan.enter(slot)
+    idx, overrides, hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
     setup_globals()
     Singleton.set_state(singleton_state)
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, [*overrides, *plan.overrides(slot)])
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+        sweep_config.hydra.job.num = idx
+    HydraConfig.instance().set_config(sweep_config)
+    result = run_job(
+        hydra_context=hydra_context,
+        config=sweep_config,
+        task_function=task_function,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    if result.status == JobStatus.FAILED and not _round_trips(result._return_value):
+        error = result._return_value  # its constructor takes more than the message: it would not unpickle
+        result.return_value = RuntimeError(f"{type(error).__name__}: {error}")
+    conn.send_bytes(cloudpickle.dumps(result))
+    conn.close()
+
+
+def _round_trips(value: Any) -> bool:
+    try:
+        cloudpickle.loads(cloudpickle.dumps(value))
+    except Exception:
+        return False
+    return True
+
+
+def _run_in_slot(idx: int, overrides: Sequence[str], plan: SlotPlan, lock_dir: Path, *job: Any) -> JobReturn:
+    """In a launcher thread: hold a free slot while the job runs in a fresh process of its own."""
+    context = multiprocessing.get_context("spawn")
     with hold_slot(lock_dir, plan.n_jobs) as slot:
-        plan.pin(slot)
-        os.environ[SLOT_ENV] = plan.describe(slot)
-        sweep_config = hydra_context.config_loader.load_sweep_config(config, [*overrides, *plan.overrides(slot)])
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
-            sweep_config.hydra.job.num = idx
-        HydraConfig.instance().set_config(sweep_config)
-        return run_job(
-            hydra_context=hydra_context,
-            config=sweep_config,
-            task_function=task_function,
-            job_dir_key="hydra.sweep.dir",
-            job_subdir_key="hydra.sweep.subdir",
+        receive, send = context.Pipe(duplex=False)
+        payload = cloudpickle.dumps((idx, list(overrides), *job))
+        process = context.Process(target=_job_process, args=(plan, slot, payload, send), name=f"dcgan-job-{idx}")
+        process.start()
+        send.close()
+        try:
+            result = cloudpickle.loads(receive.recv_bytes())
+        except EOFError:  # the process ended without a result: killed, out of memory, a crash in C
+            result = None
+        process.join()
+    if result is None:
+        failed = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+        failed.return_value = RuntimeError(
+            f"job #{idx} ({' '.join(overrides)}) ended with exit status {process.exitcode} before it returned; "
+            "its train.log says how far it got."
         )
+        return failed
+    return result
 
 
 def _device_count(kind: str) -> int:
@@ -73,11 +111,13 @@ class GpuLauncher(Launcher):
         devices_per_job: int | None = None,
         n_jobs: int | None = None,
         device_count: int | None = None,
+        jobs_per_device: int = 1,
     ) -> None:
         self.accelerator = accelerator
         self.devices_per_job = devices_per_job
         self.n_jobs = n_jobs
         self.device_count = device_count
+        self.jobs_per_device = jobs_per_device
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -97,11 +137,9 @@ class GpuLauncher(Launcher):
         if kind == "gpu" and self.devices_per_job is None and self.config is not None:
             devices = self.config.get("trainer", {}).get("devices")
             self.devices_per_job = devices if isinstance(devices, int) and devices > 0 else 1
-        return plan_slots(kind, count, self.devices_per_job, self.n_jobs, num_jobs)
+        return plan_slots(kind, count, self.devices_per_job, self.n_jobs, num_jobs, self.jobs_per_device)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from joblib import Parallel, delayed
-
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -114,17 +152,16 @@ class GpuLauncher(Launcher):
         for idx, overrides in enumerate(job_overrides):
             log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
         state = Singleton.get_state()
-        runs = Parallel(n_jobs=plan.n_jobs, backend="loky")(
-            delayed(_run_in_slot)(
-                initial_job_idx + idx,
-                overrides,
-                plan,
-                sweep_dir / ".slots",
-                self.hydra_context,
-                self.config,
-                self.task_function,
-                state,
-            )
-            for idx, overrides in enumerate(job_overrides)
-        )
-        return list(runs)
+        job = (self.hydra_context, self.config, self.task_function, state)
+        pool = ThreadPoolExecutor(max_workers=plan.n_jobs, thread_name_prefix="dcgan-slot")
+        try:
+            runs = [
+                pool.submit(_run_in_slot, initial_job_idx + idx, overrides, plan, sweep_dir / ".slots", *job)
+                for idx, overrides in enumerate(job_overrides)
+            ]
+            return [run.result() for run in runs]
+        except BaseException:  # Ctrl-C: the jobs not started yet never start; the running ones get it too
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
