@@ -1,0 +1,288 @@
+"""The visualization task: ``visualize(cfg)`` shows what a trained DCGAN learned, as Radford et al. (2015) do in
+sec. 6: D's features by guided backpropagation beside a random D's (Figure 5), the outermost filters, the nearest
+training images of samples and a copy rate (memorization, sec. 6.1), and a walk in z. PNGs, a GIF, ``summary.json``
+and an ``index.html`` that shows them all, in ``out``; optionally the figures in the run's TensorBoard too."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+
+from dcgan.analysis import guided, neighbours, sampling
+from dcgan.data.base import DataError, to_unit_range
+from dcgan.errors import ArgumentError
+
+log = logging.getLogger("dcgan")
+
+
+class Figures:
+    """The figures written so far: file name -> caption, for ``index.html`` and the logger."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.captions: dict[str, str] = {}
+
+    def add(self, name: str, image: Image.Image, caption: str) -> None:
+        image.save(self.out / name)
+        self.captions[name] = caption
+
+    def html(self, title: str, facts: list[str]) -> Path:
+        items = "\n".join(
+            f'<figure><img src="{html.escape(name)}" alt="{html.escape(name)}">'
+            f"<figcaption><b>{html.escape(name)}</b>: {html.escape(caption)}</figcaption></figure>"
+            for name, caption in self.captions.items()
+        )
+        notes = "".join(f"<li>{html.escape(f)}</li>" for f in facts)
+        page = (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%;image-rendering:pixelated}"
+            "figure{margin:2em 0}figcaption{color:#333}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1><ul>{notes}</ul>{items}</body></html>"
+        )
+        path = self.out / "index.html"
+        path.write_text(page)
+        return path
+
+
+def _stage(what: str) -> Any:
+    """A context manager that logs ``what`` and, when it ends, how long it took."""
+
+    class Stage:
+        def __enter__(self) -> None:
+            self.start = time.perf_counter()
+            log.info("%s ...", what)
+
+        def __exit__(self, *exc: object) -> None:
+            log.info("%s: done in %.1f s", what, time.perf_counter() - self.start)
+
+    return Stage()
+
+
+def _rows(groups: list[torch.Tensor]) -> torch.Tensor:
+    """Rows of images of equal length, one after another, for ``grid_image(nrow=len(row))``."""
+    return torch.cat(groups)
+
+
+def _gray_or_rgb(maps: torch.Tensor, channels: int) -> torch.Tensor:
+    return maps if channels in (1, 3) else maps.mean(dim=1, keepdim=True)
+
+
+def _feature_view(d: torch.nn.Module, pool: torch.Tensor, layer: int, k: int, n: int) -> tuple[torch.Tensor, list[int]]:
+    """Per top channel of ``d``: its ``n`` most exciting pool images, then their guided maps. Rows of 2n images."""
+    scores = guided.channel_scores(d, pool, layer)
+    rows, channels = [], []
+    for channel in guided.top_channels(scores, k).tolist():
+        chosen = pool[guided.top_images(scores, channel, n)]
+        maps = guided.to_display(guided.guided_maps(d, chosen, channel, layer))
+        rows.append(torch.cat([chosen.cpu(), _gray_or_rgb(maps, chosen.size(1)).cpu()]))
+        channels.append(channel)
+    return _rows(rows), channels
+
+
+def _neighbour_grid(samples: torch.Tensor, train: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Rows of (sample, its k nearest training images)."""
+    return torch.cat([torch.cat([s[None], train[i]]) for s, i in zip(samples, indices, strict=True)])
+
+
+def _real(dm: Any, split: str, n: int, seed: int) -> torch.Tensor:
+    """``n`` images of ``split`` in [-1, 1], drawn with ``seed`` (all, in order, when it has fewer)."""
+    data = dm.for_split(split)
+    total = data.num_images()
+    index = (
+        torch.arange(total) if n >= total else torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
+    )
+    return to_unit_range(data.images_at(index))
+
+
+def _check(cfg: DictConfig) -> None:
+    f, nb, cp = cfg.features, cfg.neighbours, cfg.copy
+    counts = (
+        ("features.channels", f.channels, 1),
+        ("features.images", f.images, 1),
+        ("features.pool", f.pool, 2),
+        ("neighbours.samples", nb.samples, 1),
+        ("neighbours.k", nb.k, 1),
+        ("neighbours.train", nb.train, 10),
+        ("copy.samples", cp.samples, 1),
+        ("copy.test", cp.test, 10),
+        ("walk.pairs", cfg.walk.pairs, 1),
+        ("walk.steps", cfg.walk.steps, 2),
+    )
+    for key, value, low in counts:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ArgumentError(key, value, f"an integer >= {low}", low)
+    if not 0 < cp.percentile < 100:
+        raise ArgumentError("copy.percentile", cp.percentile, "a percentile in (0, 100)", 1.0)
+    if cfg.logger not in (None, "tensorboard"):
+        raise ArgumentError("logger", cfg.logger, "null or tensorboard (the checkpoint's run's TensorBoard)", "null")
+
+
+def visualize(cfg: DictConfig) -> dict[str, Any]:
+    """Write what ``conf/visualize.yaml`` asks for into ``cfg.out``; returns the summary (also summary.json)."""
+    from dcgan.tasks.generate import load_model
+
+    _check(cfg)
+    begin = time.perf_counter()
+    out = Path(cfg.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(cfg.ckpt_path, cfg.device, cfg.ema)
+    device, nz, seed = model.device, model.generator.nz, cfg.seed
+    if model.hparams.get("num_classes"):
+        raise DataError(
+            "visualize.py reads unconditional DCGANs: a conditional G and D need labels at every step. Fix: give "
+            "the checkpoint of an unconditional run."
+        )
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    shape = (dm.channels, dm.image_size, dm.image_size)
+    g_shape = tuple(model.sample(sampling.noise(1, nz, seed).to(device)).shape[1:])
+    if g_shape != shape:
+        raise DataError(
+            f"data={dm.name} has images of {shape} (C, H, W) but the checkpoint's G draws {g_shape}: give the data "
+            "set it was trained on (data=..., data.image_size=..., data.channels=...)."
+        )
+    figures = Figures(out)
+    facts = [f"checkpoint: {cfg.ckpt_path} (global step {int(model.global_step)})", f"data: {dm.name}"]
+    d = model.discriminator.eval()
+
+    with _stage("D's features: top channels, their most exciting real images, guided backpropagation"):
+        f = cfg.features
+        pool = _real(dm, dm.current_split, f.pool, seed).to(device)
+        trained, channels = _feature_view(d, pool, f.layer, f.channels, f.images)
+        control, random_channels = _feature_view(guided.random_like(d, seed), pool, f.layer, f.channels, f.images)
+        n = 2 * f.images
+        figures.add("d_features_trained.png", sampling.grid_image(trained, nrow=n),
+                    f"trained D, hidden layer {f.layer}: for each of its {len(channels)} most active channels "
+                    f"({channels}), the {f.images} real images (of {len(pool)}) that excite it most, then the "
+                    "guided-backpropagation map of that channel on each")  # fmt: skip
+        figures.add("d_features_random.png", sampling.grid_image(control, nrow=n),
+                    f"the paper's control: the same architecture with random weights (seed {seed}), the same "
+                    f"{len(pool)} real images, its own top channels ({random_channels})")  # fmt: skip
+        side = torch.cat([torch.cat([a, b]) for a, b in zip(trained.split(n), control.split(n), strict=True)])
+        figures.add("d_features_side_by_side.png", sampling.grid_image(side, nrow=n),
+                    "Figure 5 of the paper: trained D (top of each pair of rows) and random D (below), guided "
+                    "backpropagation on the images each channel responds to most")  # fmt: skip
+
+    with _stage("filters"):
+        figures.add("filters_d.png", sampling.grid_image(_gray_or_rgb(guided.first_conv_filters(d), 3), nrow=16),
+                    "D's first-layer filters, each scaled to its own range")  # fmt: skip
+        g_filters = guided.last_deconv_filters(model.generator_ema or model.generator)  # the G that samples
+        figures.add("filters_g.png", sampling.grid_image(_gray_or_rgb(g_filters, 3), nrow=16),
+                    "G's last-layer filters (one per input channel of its last transposed convolution)")  # fmt: skip
+
+    summary: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "global_step": int(model.global_step)}
+    with _stage("nearest training images of samples, and the copy rate"):
+        nb, cp = cfg.neighbours, cfg.copy
+        total = dm.num_images()
+        keep = (
+            torch.arange(total)
+            if total <= nb.train
+            else torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: nb.train]
+        )
+        train = to_unit_range(dm.images_at(keep.sort().values))
+        if total > nb.train:
+            facts.append(f"neighbours and copy rate among {nb.train} of the {total} training images (neighbours.train)")
+        test_split = "test" if "test" in dm.splits else None
+        if test_split is None:  # no test split: the last tenth of the training images stands in, out of the pool
+            cut = max(len(train) * 9 // 10, 1)
+            train, test = train[:cut], train[cut:][: cp.test]
+            facts.append(f"{dm.name} has no test split: the last tenth of its training images set the threshold")
+        else:
+            test = _real(dm, test_split, cp.test, seed)
+        samples = sampling.noise(max(nb.samples, cp.samples), nz, seed + 1)
+        generated = torch.cat(list(sampling.in_batches(model.sample, samples, 500))).float()
+        shown = generated[: nb.samples]
+        _, idx = neighbours.nearest(neighbours.flat(shown), neighbours.flat(train), nb.k)
+        figures.add("neighbours_pixels.png", sampling.grid_image(_neighbour_grid(shown, train, idx), nrow=nb.k + 1),
+                    f"each row: a sample, then its {nb.k} nearest training images by pixel L2 distance "
+                    f"(of {len(train)})")  # fmt: skip
+        pixel = neighbours.copy_report(generated[: cp.samples], train, test, percentile=cp.percentile)
+        summary["copy_pixels"] = pixel
+        facts.append(
+            f"copy rate, pixels: {pixel['copy_rate']:.4f} of {cp.samples} samples lie within the "
+            f"{cp.percentile:g}th percentile ({pixel['threshold']:.3f}) of {len(test)} real test images' distances to "
+            "their nearest training image (training images themselves: 1; unseen real images: about "
+            f"{cp.percentile / 100:g}; noise: 0)"
+        )
+        heldout = _heldout(cfg, dm, test_split)
+        if heldout is not None:
+            embed = _embedding(heldout, device)
+            _, idx = neighbours.nearest(embed(shown), embed(train), nb.k)
+            figures.add("neighbours_heldout.png",
+                        sampling.grid_image(_neighbour_grid(shown, train, idx), nrow=nb.k + 1),
+                        f"each row: a sample, then its {nb.k} nearest training images in the held-out scorer's "
+                        "feature space")  # fmt: skip
+            feat = neighbours.copy_report(generated[: cp.samples], train, test, embed=embed, percentile=cp.percentile)
+            summary["copy_heldout"] = feat
+            facts.append(f"copy rate, held-out scorer's features: {feat['copy_rate']:.4f} "
+                         f"(threshold {feat['threshold']:.3f})")  # fmt: skip
+
+    with _stage("latent walk"):
+        w = cfg.walk
+        ends = (sampling.noise(w.pairs, nz, seed + 2), sampling.noise(w.pairs, nz, seed + 3))  # sample() moves z
+        path = sampling.interpolation(model.sample, *ends, w.steps)
+        figures.add("walk.png", sampling.grid_image(path.flatten(0, 1), nrow=w.steps),
+                    f"{w.pairs} walks in z (slerp), {w.steps} steps each: smooth changes, no sudden jumps")  # fmt: skip
+        if w.gif:
+            frames = [sampling.grid_image(path[:, t], nrow=math.ceil(math.sqrt(w.pairs))) for t in range(w.steps)]
+            sampling.save_gif(frames, out / "walk.gif")
+            figures.captions["walk.gif"] = "the same walks as an animation"
+
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    page = figures.html(f"What {Path(cfg.ckpt_path).name} learned", facts)
+    if cfg.logger == "tensorboard":
+        _to_tensorboard(Path(cfg.ckpt_path), figures, int(model.global_step))
+    log.info("Index: %s (%d figures) in %.1f s", page, len(figures.captions), time.perf_counter() - begin)
+    return summary
+
+
+def _heldout(cfg: DictConfig, dm: Any, test_split: str | None) -> Any:
+    """The held-out scorer (trained on the test split), where the data has labels and a test split."""
+    setting = cfg.neighbours.heldout
+    usable = bool(getattr(dm, "num_classes", None)) and test_split is not None
+    if setting == "off" or (setting == "auto" and not usable):
+        return None
+    if not usable:
+        raise DataError(
+            f"neighbours.heldout=on: {dm.name} needs class labels and a test split for the held-out scorer."
+        )
+    from dcgan.metrics.build import Extractors, make_extractors
+
+    how = Extractors(heldout_steps=cfg.neighbours.heldout_steps, cache_dir=Path(cfg.paths.cache_dir).expanduser())
+    with _stage("the held-out scorer (trained once on the test split, then cached)"):
+        return make_extractors(dm, {"heldout"}, how)["heldout"]
+
+
+def _embedding(extractor: Any, device: torch.device) -> Any:
+    extractor = extractor.to(device)
+
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([extractor(chunk.to(device))["features"].float().cpu() for chunk in images.split(500)])
+
+    return embed
+
+
+def _to_tensorboard(ckpt: Path, figures: Figures, step: int) -> None:
+    """Every PNG into the run's own event files (``<run dir>/tensorboard``), under ``visualize/<name>``."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torchvision.transforms.functional import pil_to_tensor
+
+    run_dir = ckpt.resolve().parent.parent
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    for name in figures.captions:
+        if name.endswith(".png"):
+            with Image.open(figures.out / name) as im:
+                writer.add_image(f"visualize/{Path(name).stem}", pil_to_tensor(im.convert("RGB")), global_step=step)
+    writer.close()
+    log.info("TensorBoard: the figures are under visualize/ in %s", run_dir / "tensorboard")
