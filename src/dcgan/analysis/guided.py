@@ -9,13 +9,12 @@ its activation) can be read. A packing D mixes images before its features, so it
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from dcgan.nets.layers import init_dcgan_weights
 
 
 class _GuidedRelu(torch.autograd.Function):
@@ -58,10 +57,10 @@ def guided_copy(net: nn.Module) -> nn.Module:
 
 
 def _check_features(d: nn.Module) -> None:
-    if not callable(getattr(d, "features", None)):
+    if not callable(getattr(d, "features", None)) or getattr(d, "packing", 1) > 1:
         raise ValueError(
-            f"{type(d).__name__} has no features(x): its hidden channels cannot be read per image (a packing D "
-            "mixes the images of a pack before them). Visualize a checkpoint of a plain D."
+            f"{type(d).__name__} has no per-image features(x): a packing D mixes the images of a pack before its "
+            "hidden channels. Visualize a checkpoint of a plain D."
         )
 
 
@@ -102,16 +101,25 @@ def guided_maps(d: nn.Module, images: torch.Tensor, channel: int, layer: int = -
     return grad
 
 
-def random_like(d: nn.Module, seed: int = 0) -> nn.Module:
-    """The same architecture with the paper's random initialisation (N(0, 0.02)), drawn from ``seed``."""
-    fresh = copy.deepcopy(d)
+def random_like(build: Callable[[], nn.Module], images: torch.Tensor, seed: int = 0) -> nn.Module:
+    """A D as ``build()`` makes it (the paper's random N(0, 0.02) weights, spectral norm and all), drawn on the CPU
+    from ``seed`` (the global generator is left as it was), on the device of ``images``, in eval mode, with its
+    BatchNorm statistics measured on ``images``: an untrained BN's running statistics (0 and 1) would shrink the
+    activations layer by layer, and the control would show that rather than the weights."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        init_dcgan_weights(fresh)
-        for module in fresh.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.reset_running_stats()
-    return fresh
+        torch.random.default_generator.manual_seed(seed)
+        fresh = build()
+    fresh = fresh.to(images.device)
+    norms = [m for m in fresh.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches below
+        fresh.train()
+        with torch.no_grad():
+            for chunk in images.split(256):
+                fresh.features(chunk)
+    return fresh.eval()
 
 
 def to_display(maps: torch.Tensor) -> torch.Tensor:

@@ -17,13 +17,18 @@ def flat(images: torch.Tensor) -> torch.Tensor:
 
 
 def nearest(
-    queries: torch.Tensor, pool: torch.Tensor, k: int = 1, batch_size: int = 512
+    queries: torch.Tensor,
+    pool: torch.Tensor,
+    k: int = 1,
+    batch_size: int = 512,
+    done: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of ``queries`` (N, D), the ``k`` nearest rows of ``pool`` (M, D) by L2 distance:
     distances (N, k), nearest first, and their indices into ``pool`` (N, k). Chunked: N x M never in memory.
 
     The search uses the fast matrix-product form of the distance, whose rounding leaves an image about 1e-3 from
-    itself; the k found are then measured exactly, so a copy is at distance 0.
+    itself; the k found are then measured exactly, so a copy is at distance 0. It runs on ``pool``'s device;
+    ``done(n)`` is told after each chunk of ``n`` queries (progress). Results come back on the CPU.
     """
     if queries.dim() != 2 or pool.dim() != 2 or queries.size(1) != pool.size(1):
         raise ValueError(f"queries {tuple(queries.shape)} and pool {tuple(pool.shape)}: expected (N, D) and (M, D).")
@@ -31,11 +36,14 @@ def nearest(
     pool = pool.float()
     distances, indices = [], []
     for chunk in queries.float().split(batch_size):
+        chunk = chunk.to(pool.device)
         found = torch.cdist(chunk, pool).topk(k, dim=1, largest=False).indices  # (n, k)
         exact = (chunk[:, None, :] - pool[found]).norm(dim=2)  # (n, k)
         order = exact.argsort(dim=1)
-        distances.append(exact.gather(1, order))
-        indices.append(found.gather(1, order))
+        distances.append(exact.gather(1, order).cpu())
+        indices.append(found.gather(1, order).cpu())
+        if done is not None:
+            done(len(chunk))
     return torch.cat(distances), torch.cat(indices)
 
 
@@ -52,15 +60,10 @@ def copy_rate(sample_to_train: torch.Tensor, threshold: float) -> float:
 
 
 def copy_report(
-    samples: torch.Tensor,
-    train: torch.Tensor,
-    test: torch.Tensor,
-    embed: Callable[[torch.Tensor], torch.Tensor] = flat,
-    percentile: float = 1.0,
+    sample_rows: torch.Tensor, train_rows: torch.Tensor, test_rows: torch.Tensor, percentile: float = 1.0
 ) -> dict[str, float]:
-    """``copy_rate`` of ``samples`` against ``train``, with its threshold from ``test``, in the space ``embed`` maps
-    images to (pixels by default)."""
-    train_rows, test_rows = embed(train), embed(test)
+    """``copy_rate`` of samples against the training images, with its threshold from real test images, all given
+    as rows of one space (``flat`` pixels, or a scorer's features)."""
     threshold = copy_threshold(nearest(test_rows, train_rows)[0][:, 0], percentile)
-    sample_rate = copy_rate(nearest(embed(samples), train_rows)[0][:, 0], threshold)
-    return {"copy_rate": sample_rate, "threshold": threshold, "percentile": percentile}
+    rate = copy_rate(nearest(sample_rows, train_rows)[0][:, 0], threshold)
+    return {"copy_rate": rate, "threshold": threshold, "percentile": percentile}

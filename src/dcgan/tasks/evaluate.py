@@ -114,10 +114,18 @@ def _by_step(paths: list[Path]) -> dict[int, list[Path]]:
     """The checkpoints grouped by the global step they hold, in step order: a run's last.ckpt, its last step*.ckpt
     and a best-*.ckpt of that step hold the same weights, scored once. Periodic files come first in a group."""
     groups: dict[int, list[Path]] = {}
+    unknown = 0
     for path in paths:
         step = int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
+        if step < 0:  # no step recorded: nothing says two such files hold the same weights
+            unknown -= 1
+            step = unknown
         groups.setdefault(step, []).append(path)
-    return {s: sorted(files, key=lambda p: (p.name == "last.ckpt", p.name)) for s, files in sorted(groups.items())}
+
+    def order(p: Path) -> tuple[bool, bool, str]:
+        return p.name == "last.ckpt", p.name.startswith("best"), p.name
+
+    return {s: sorted(files, key=order) for s, files in sorted(groups.items())}
 
 
 def _checkpoints(path: Path) -> list[Path]:

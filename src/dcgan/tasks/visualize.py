@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 from dcgan.analysis import guided, neighbours, sampling
 from dcgan.data.base import DataError, to_unit_range
 from dcgan.errors import ArgumentError
+from dcgan.progress import Progress
 
 log = logging.getLogger("dcgan")
 
@@ -123,8 +124,12 @@ def _check(cfg: DictConfig) -> None:
             raise ArgumentError(key, value, f"an integer >= {low}", low)
     if not 0 < cp.percentile < 100:
         raise ArgumentError("copy.percentile", cp.percentile, "a percentile in (0, 100)", 1.0)
-    if cfg.logger not in (None, "tensorboard"):
-        raise ArgumentError("logger", cfg.logger, "null or tensorboard (the checkpoint's run's TensorBoard)", "null")
+    if cfg.features.images > cfg.features.pool:
+        raise ArgumentError("features.images", cfg.features.images, f"at most features.pool={cfg.features.pool}", 6)
+    if cfg.neighbours.heldout not in ("auto", "on", "off"):
+        raise ArgumentError("neighbours.heldout", cfg.neighbours.heldout, "auto, on or off", "auto")
+    if not isinstance(cfg.tensorboard, bool):
+        raise ArgumentError("tensorboard", cfg.tensorboard, "true or false", "false")
 
 
 def visualize(cfg: DictConfig) -> dict[str, Any]:
@@ -137,11 +142,16 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(cfg.ckpt_path, cfg.device, cfg.ema)
     device, nz, seed = model.device, model.generator.nz, cfg.seed
+    # without a Trainer the module's global_step reads 0: the checkpoint file has it
+    step = int(torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
     if model.hparams.get("num_classes"):
         raise DataError(
             "visualize.py reads unconditional DCGANs: a conditional G and D need labels at every step. Fix: give "
             "the checkpoint of an unconditional run."
         )
+    if "stack_seed" in cfg.data and not _given("data.stack_seed"):
+        with open_dict(cfg):  # Stacked MNIST: the stacks the run trained on, drawn from its own seed
+            cfg.data.stack_seed = int(model.hparams.get("seed", cfg.seed))
     dm = instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
@@ -153,14 +163,19 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
             "set it was trained on (data=..., data.image_size=..., data.channels=...)."
         )
     figures = Figures(out)
-    facts = [f"checkpoint: {cfg.ckpt_path} (global step {int(model.global_step)})", f"data: {dm.name}"]
+    facts = [f"checkpoint: {cfg.ckpt_path} (global step {step})", f"data: {dm.name}"]
     d = model.discriminator.eval()
+    try:
+        guided.channel_scores(d, to_unit_range(dm.images_at(torch.arange(1))).to(device), cfg.features.layer)
+    except (ValueError, IndexError) as err:  # a packing D; a layer index past D's hidden layers
+        raise DataError(f"features.layer={cfg.features.layer}: {err}") from None
 
     with _stage("D's features: top channels, their most exciting real images, guided backpropagation"):
         f = cfg.features
         pool = _real(dm, dm.current_split, f.pool, seed).to(device)
         trained, channels = _feature_view(d, pool, f.layer, f.channels, f.images)
-        control, random_channels = _feature_view(guided.random_like(d, seed), pool, f.layer, f.channels, f.images)
+        random_d = guided.random_like(lambda: instantiate(model.hparams.discriminator), pool, seed)
+        control, random_channels = _feature_view(random_d, pool, f.layer, f.channels, f.images)
         n = 2 * f.images
         figures.add("d_features_trained.png", sampling.grid_image(trained, nrow=n),
                     f"trained D, hidden layer {f.layer}: for each of its {len(channels)} most active channels "
@@ -175,13 +190,15 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
                     "backpropagation on the images each channel responds to most")  # fmt: skip
 
     with _stage("filters"):
-        figures.add("filters_d.png", sampling.grid_image(_gray_or_rgb(guided.first_conv_filters(d), 3), nrow=16),
+        d_filters = guided.first_conv_filters(d)
+        figures.add("filters_d.png", sampling.grid_image(_gray_or_rgb(d_filters, d_filters.size(1)), nrow=16),
                     "D's first-layer filters, each scaled to its own range")  # fmt: skip
-        g_filters = guided.last_deconv_filters(model.generator_ema or model.generator)  # the G that samples
-        figures.add("filters_g.png", sampling.grid_image(_gray_or_rgb(g_filters, 3), nrow=16),
+        sampler = model.generator_ema if model.generator_ema is not None else model.generator  # the G that samples
+        g_filters = guided.last_deconv_filters(sampler)
+        figures.add("filters_g.png", sampling.grid_image(_gray_or_rgb(g_filters, g_filters.size(1)), nrow=16),
                     "G's last-layer filters (one per input channel of its last transposed convolution)")  # fmt: skip
 
-    summary: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "global_step": int(model.global_step)}
+    summary: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "global_step": step}
     with _stage("nearest training images of samples, and the copy rate"):
         nb, cp = cfg.neighbours, cfg.copy
         total = dm.num_images()
@@ -193,21 +210,25 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
         train = to_unit_range(dm.images_at(keep.sort().values))
         if total > nb.train:
             facts.append(f"neighbours and copy rate among {nb.train} of the {total} training images (neighbours.train)")
-        test_split = "test" if "test" in dm.splits else None
-        if test_split is None:  # no test split: the last tenth of the training images stands in, out of the pool
+        # real images G never saw: the test split, where training used the train split alone (CelebA's split=all
+        # and CIFAR-10's contain it); else the last tenth of the training images, kept out of the search
+        test_split = "test" if "test" in dm.splits and dm.current_split == "train" else None
+        if test_split is None:
             cut = max(len(train) * 9 // 10, 1)
             train, test = train[:cut], train[cut:][: cp.test]
-            facts.append(f"{dm.name} has no test split: the last tenth of its training images set the threshold")
+            facts.append(f"{dm.name} ({dm.current_split}) has no separate test split: the last tenth of its "
+                         "training images set the copy threshold and are not searched")  # fmt: skip
         else:
             test = _real(dm, test_split, cp.test, seed)
         samples = sampling.noise(max(nb.samples, cp.samples), nz, seed + 1)
         generated = torch.cat(list(sampling.in_batches(model.sample, samples, 500))).float()
         shown = generated[: nb.samples]
-        _, idx = neighbours.nearest(neighbours.flat(shown), neighbours.flat(train), nb.k)
+        train_rows = neighbours.flat(train).to(device)
+        _, idx = neighbours.nearest(neighbours.flat(shown), train_rows, nb.k)
         figures.add("neighbours_pixels.png", sampling.grid_image(_neighbour_grid(shown, train, idx), nrow=nb.k + 1),
                     f"each row: a sample, then its {nb.k} nearest training images by pixel L2 distance "
                     f"(of {len(train)})")  # fmt: skip
-        pixel = neighbours.copy_report(generated[: cp.samples], train, test, percentile=cp.percentile)
+        pixel = _copy(neighbours.flat(generated[: cp.samples]), train_rows, neighbours.flat(test), cp.percentile)
         summary["copy_pixels"] = pixel
         facts.append(
             f"copy rate, pixels: {pixel['copy_rate']:.4f} of {cp.samples} samples lie within the "
@@ -218,12 +239,13 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
         heldout = _heldout(cfg, dm, test_split)
         if heldout is not None:
             embed = _embedding(heldout, device)
-            _, idx = neighbours.nearest(embed(shown), embed(train), nb.k)
+            train_feats = embed(train).to(device)
+            _, idx = neighbours.nearest(embed(shown), train_feats, nb.k)
             figures.add("neighbours_heldout.png",
                         sampling.grid_image(_neighbour_grid(shown, train, idx), nrow=nb.k + 1),
                         f"each row: a sample, then its {nb.k} nearest training images in the held-out scorer's "
                         "feature space")  # fmt: skip
-            feat = neighbours.copy_report(generated[: cp.samples], train, test, embed=embed, percentile=cp.percentile)
+            feat = _copy(embed(generated[: cp.samples]), train_feats, embed(test), cp.percentile)
             summary["copy_heldout"] = feat
             facts.append(f"copy rate, held-out scorer's features: {feat['copy_rate']:.4f} "
                          f"(threshold {feat['threshold']:.3f})")  # fmt: skip
@@ -241,10 +263,30 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     page = figures.html(f"What {Path(cfg.ckpt_path).name} learned", facts)
-    if cfg.logger == "tensorboard":
-        _to_tensorboard(Path(cfg.ckpt_path), figures, int(model.global_step))
+    if cfg.tensorboard:
+        _to_tensorboard(Path(cfg.ckpt_path), figures, step)
     log.info("Index: %s (%d figures) in %.1f s", page, len(figures.captions), time.perf_counter() - begin)
     return summary
+
+
+def _copy(samples: torch.Tensor, train: torch.Tensor, test: torch.Tensor, percentile: float) -> dict[str, float]:
+    """The copy rate, with a progress line per tenth of the two nearest-neighbour searches."""
+    what = f"nearest of {len(train)} training images, for {len(test)} real and {len(samples)} generated images"
+    with Progress(what, len(test) + len(samples)) as progress:
+        threshold = neighbours.copy_threshold(
+            neighbours.nearest(test, train, done=progress.advance)[0][:, 0], percentile
+        )
+        rate = neighbours.copy_rate(neighbours.nearest(samples, train, done=progress.advance)[0][:, 0], threshold)
+    return {"copy_rate": rate, "threshold": threshold, "percentile": percentile}
+
+
+def _given(key: str) -> bool:
+    """Whether ``key`` was set on the command line."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
 
 
 def _heldout(cfg: DictConfig, dm: Any, test_split: str | None) -> Any:
@@ -259,7 +301,8 @@ def _heldout(cfg: DictConfig, dm: Any, test_split: str | None) -> Any:
         )
     from dcgan.metrics.build import Extractors, make_extractors
 
-    how = Extractors(heldout_steps=cfg.neighbours.heldout_steps, cache_dir=Path(cfg.paths.cache_dir).expanduser())
+    cache = Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else None
+    how = Extractors(heldout_steps=cfg.neighbours.heldout_steps, cache_dir=cache)
     with _stage("the held-out scorer (trained once on the test split, then cached)"):
         return make_extractors(dm, {"heldout"}, how)["heldout"]
 
@@ -268,7 +311,12 @@ def _embedding(extractor: Any, device: torch.device) -> Any:
     extractor = extractor.to(device)
 
     def embed(images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([extractor(chunk.to(device))["features"].float().cpu() for chunk in images.split(500)])
+        with Progress(f"held-out scorer features of {len(images)} images", len(images)) as progress:
+            rows = []
+            for chunk in images.split(500):
+                rows.append(extractor(chunk.to(device))["features"].float().cpu())
+                progress.advance(len(chunk))
+        return torch.cat(rows)
 
     return embed
 
