@@ -137,3 +137,35 @@ def test_visualize_writes_an_index_that_names_every_image(make_cfg, tmp_path: Pa
         assert re.search(rf"<b>{re.escape(name)}</b>: \w", page), name  # each with its caption
     assert 0 <= summary["copy_pixels"]["copy_rate"] <= 1
     assert {"d_features_trained.png", "d_features_random.png", "filters_d.png", "neighbours_pixels.png"} <= shown
+
+
+@pytest.mark.slow
+def test_visualize_on_labelled_data_with_a_test_split_reads_the_heldout_space_and_fills_tensorboard(
+    make_cfg, tmp_path: Path, mnist_root: Path
+) -> None:
+    """MNIST's layout (random pixels): neighbours and copy rate in the held-out scorer's feature space too, the
+    threshold from the test split, and ``tensorboard=true`` adding every figure to the run's event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = ["data=mnist", f"data.data_dir={mnist_root}", "data.image_size=16", "data.fit=resize"]
+    run = tmp_path / "run"
+    train(make_cfg([*TINY, *data, "trainer.max_steps=6", "~callbacks.quality", "~callbacks.best"], run_dir=run))
+    small = ["features.pool=64", "features.channels=2", "features.images=2", "neighbours.samples=4", "neighbours.k=2",
+             "neighbours.heldout=on", "neighbours.heldout_steps=20", "copy.samples=64", "copy.test=60",
+             "walk.pairs=2", "walk.steps=3", "walk.gif=false", "device=cpu", "tensorboard=true"]  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "visualize",
+            overrides=[f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'vis'}",
+                       f"paths.cache_dir={tmp_path / 'cache'}", *data, *small],
+        )  # fmt: skip
+    summary = visualize(cfg)
+    assert summary["global_step"] == 6
+    assert {"copy_pixels", "copy_heldout"} <= set(summary)
+    assert (tmp_path / "vis" / "neighbours_heldout.png").is_file()
+    assert "separate test split" not in (tmp_path / "vis" / "index.html").read_text()  # MNIST's own test split
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert {f"visualize/{n}" for n in ("d_features_trained", "filters_d", "neighbours_heldout")} <= set(
+        events.Tags()["images"]
+    )
