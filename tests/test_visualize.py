@@ -85,7 +85,8 @@ def test_a_random_d_keeps_the_architecture_and_redraws_the_weights(spectral_norm
     state = torch.random.get_rng_state()
     control = guided.random_like(build, images, seed=1)
     assert torch.equal(torch.random.get_rng_state(), state), "the global generator is left as it was"
-    assert [type(m) for m in control.modules()] == [type(m) for m in trained.modules()] and not control.training
+    names = [type(m).__name__ for m in control.modules()]  # (parametrized modules get a class per instance)
+    assert names == [type(m).__name__ for m in trained.modules()] and not control.training
     first = next(m for m in control.modules() if isinstance(m, nn.Conv2d)).weight
     assert not torch.allclose(first, next(m for m in trained.modules() if isinstance(m, nn.Conv2d)).weight)
     again = next(m for m in guided.random_like(build, images, seed=1).modules() if isinstance(m, nn.Conv2d)).weight
@@ -123,7 +124,7 @@ def test_visualize_writes_an_index_that_names_every_image(make_cfg, tmp_path: Pa
     train(make_cfg([*TINY, "trainer.max_steps=6", "~callbacks.quality"], run_dir=tmp_path / "run"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     small = ["features.pool=64", "features.channels=3", "features.images=2", "neighbours.samples=4",
-             "neighbours.k=2", "neighbours.heldout=off", "copy.samples=64", "copy.test=40", "walk.pairs=2",
+             "neighbours.k=2", "neighbours.heldout=off", "copy_rate.samples=64", "copy_rate.test=40", "walk.pairs=2",
              "walk.steps=4", "data.image_size=16", "device=cpu"]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("visualize", overrides=[f"ckpt_path={ckpt}", f"out={tmp_path / 'vis'}", *small])
@@ -151,7 +152,7 @@ def test_visualize_on_labelled_data_with_a_test_split_reads_the_heldout_space_an
     run = tmp_path / "run"
     train(make_cfg([*TINY, *data, "trainer.max_steps=6", "~callbacks.quality", "~callbacks.best"], run_dir=run))
     small = ["features.pool=64", "features.channels=2", "features.images=2", "neighbours.samples=4", "neighbours.k=2",
-             "neighbours.heldout=on", "neighbours.heldout_steps=20", "copy.samples=64", "copy.test=60",
+             "neighbours.heldout=on", "neighbours.heldout_steps=20", "copy_rate.samples=64", "copy_rate.test=60",
              "walk.pairs=2", "walk.steps=3", "walk.gif=false", "device=cpu", "tensorboard=true"]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
@@ -169,3 +170,12 @@ def test_visualize_on_labelled_data_with_a_test_split_reads_the_heldout_space_an
     assert {f"visualize/{n}" for n in ("d_features_trained", "filters_d", "neighbours_heldout")} <= set(
         events.Tags()["images"]
     )
+
+
+def test_class_purity_is_one_for_channels_of_one_class_and_lower_for_mixed_ones() -> None:
+    from dcgan.tasks.visualize import class_purity
+
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert class_purity([torch.tensor([0, 1]), torch.tensor([2, 3])], labels) == 1.0
+    mixed = [torch.tensor([0, 2, 4]), torch.tensor([0, 1, 2])]  # one of each class; two of class 0
+    assert class_purity(mixed, labels) == pytest.approx((1 / 3 + 2 / 3) / 2)

@@ -78,16 +78,28 @@ def _gray_or_rgb(maps: torch.Tensor, channels: int) -> torch.Tensor:
     return maps if channels in (1, 3) else maps.mean(dim=1, keepdim=True)
 
 
-def _feature_view(d: torch.nn.Module, pool: torch.Tensor, layer: int, k: int, n: int) -> tuple[torch.Tensor, list[int]]:
-    """Per top channel of ``d``: its ``n`` most exciting pool images, then their guided maps. Rows of 2n images."""
+def _feature_view(
+    d: torch.nn.Module, pool: torch.Tensor, layer: int, k: int, n: int
+) -> tuple[torch.Tensor, list[int], list[torch.Tensor]]:
+    """Per top channel of ``d``: its ``n`` most exciting pool images, then their guided maps (rows of 2n images);
+    the channels; and the pool indices of each channel's images."""
     scores = guided.channel_scores(d, pool, layer)
-    rows, channels = [], []
+    rows, channels, chosen_at = [], [], []
     for channel in guided.top_channels(scores, k).tolist():
-        chosen = pool[guided.top_images(scores, channel, n)]
+        top = guided.top_images(scores, channel, n)
+        chosen = pool[top]
         maps = guided.to_display(guided.guided_maps(d, chosen, channel, layer))
         rows.append(torch.cat([chosen.cpu(), _gray_or_rgb(maps, chosen.size(1)).cpu()]))
         channels.append(channel)
-    return _rows(rows), channels
+        chosen_at.append(top.cpu())
+    return _rows(rows), channels, chosen_at
+
+
+def class_purity(chosen_at: list[torch.Tensor], labels: torch.Tensor) -> float:
+    """The mean, over channels, of the share of a channel's top images in their most common class: 1 when every
+    channel responds to one class, about 1/classes (plus chance agreement) when the channels ignore the class."""
+    shares = [float(labels[top].bincount().max()) / len(top) for top in chosen_at]
+    return sum(shares) / len(shares)
 
 
 def _neighbour_grid(samples: torch.Tensor, train: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -95,18 +107,21 @@ def _neighbour_grid(samples: torch.Tensor, train: torch.Tensor, indices: torch.T
     return torch.cat([torch.cat([s[None], train[i]]) for s, i in zip(samples, indices, strict=True)])
 
 
-def _real(dm: Any, split: str, n: int, seed: int) -> torch.Tensor:
-    """``n`` images of ``split`` in [-1, 1], drawn with ``seed`` (all, in order, when it has fewer)."""
-    data = dm.for_split(split)
-    total = data.num_images()
-    index = (
+def _draw(dm: Any, split: str, n: int, seed: int) -> torch.Tensor:
+    """Indices of ``n`` images of ``split``, drawn with ``seed`` (all, in order, when it has fewer)."""
+    total = dm.for_split(split).num_images()
+    return (
         torch.arange(total) if n >= total else torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
     )
-    return to_unit_range(data.images_at(index))
+
+
+def _real(dm: Any, split: str, n: int, seed: int) -> torch.Tensor:
+    """``n`` images of ``split`` in [-1, 1], drawn with ``seed`` (all, in order, when it has fewer)."""
+    return to_unit_range(dm.for_split(split).images_at(_draw(dm, split, n, seed)))
 
 
 def _check(cfg: DictConfig) -> None:
-    f, nb, cp = cfg.features, cfg.neighbours, cfg.copy
+    f, nb, cp = cfg.features, cfg.neighbours, cfg.copy_rate
     counts = (
         ("features.channels", f.channels, 1),
         ("features.images", f.images, 1),
@@ -114,8 +129,8 @@ def _check(cfg: DictConfig) -> None:
         ("neighbours.samples", nb.samples, 1),
         ("neighbours.k", nb.k, 1),
         ("neighbours.train", nb.train, 10),
-        ("copy.samples", cp.samples, 1),
-        ("copy.test", cp.test, 10),
+        ("copy_rate.samples", cp.samples, 1),
+        ("copy_rate.test", cp.test, 10),
         ("walk.pairs", cfg.walk.pairs, 1),
         ("walk.steps", cfg.walk.steps, 2),
     )
@@ -123,7 +138,7 @@ def _check(cfg: DictConfig) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ArgumentError(key, value, f"an integer >= {low}", low)
     if not 0 < cp.percentile < 100:
-        raise ArgumentError("copy.percentile", cp.percentile, "a percentile in (0, 100)", 1.0)
+        raise ArgumentError("copy_rate.percentile", cp.percentile, "a percentile in (0, 100)", 1.0)
     if cfg.features.images > cfg.features.pool:
         raise ArgumentError("features.images", cfg.features.images, f"at most features.pool={cfg.features.pool}", 6)
     if cfg.neighbours.heldout not in ("auto", "on", "off"):
@@ -163,6 +178,7 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
             "set it was trained on (data=..., data.image_size=..., data.channels=...)."
         )
     figures = Figures(out)
+    summary: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "global_step": step}
     facts = [f"checkpoint: {cfg.ckpt_path} (global step {step})", f"data: {dm.name}"]
     d = model.discriminator.eval()
     try:
@@ -172,10 +188,11 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
 
     with _stage("D's features: top channels, their most exciting real images, guided backpropagation"):
         f = cfg.features
-        pool = _real(dm, dm.current_split, f.pool, seed).to(device)
-        trained, channels = _feature_view(d, pool, f.layer, f.channels, f.images)
+        drawn = _draw(dm, dm.current_split, f.pool, seed)
+        pool = to_unit_range(dm.images_at(drawn)).to(device)
+        trained, channels, trained_at = _feature_view(d, pool, f.layer, f.channels, f.images)
         random_d = guided.random_like(lambda: instantiate(model.hparams.discriminator), pool, seed)
-        control, random_channels = _feature_view(random_d, pool, f.layer, f.channels, f.images)
+        control, random_channels, random_at = _feature_view(random_d, pool, f.layer, f.channels, f.images)
         n = 2 * f.images
         figures.add("d_features_trained.png", sampling.grid_image(trained, nrow=n),
                     f"trained D, hidden layer {f.layer}: for each of its {len(channels)} most active channels "
@@ -185,9 +202,17 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
                     f"the paper's control: the same architecture with random weights (seed {seed}), the same "
                     f"{len(pool)} real images, its own top channels ({random_channels})")  # fmt: skip
         side = torch.cat([torch.cat([a, b]) for a, b in zip(trained.split(n), control.split(n), strict=True)])
-        figures.add("d_features_side_by_side.png", sampling.grid_image(side, nrow=n),
-                    "Figure 5 of the paper: trained D (top of each pair of rows) and random D (below), guided "
-                    "backpropagation on the images each channel responds to most")  # fmt: skip
+        figures.add("d_features_side_by_side.png", sampling.grid_image(side, nrow=2 * n),
+                    "as the paper's Figure 5: each row, the trained D's channel on the left half (its images, then "
+                    "their guided maps) and the random D's channel of the same rank on the right half")  # fmt: skip
+        if dm.num_classes:
+            labels = dm.load_labels()[drawn]
+            purity = {"trained": class_purity(trained_at, labels), "random": class_purity(random_at, labels)}
+            summary["class_purity"] = purity
+            facts.append(
+                f"class purity of each channel's {f.images} top images (the share in their most common class, "
+                f"mean over channels): trained D {purity['trained']:.2f}, random D {purity['random']:.2f}"
+            )
 
     with _stage("filters"):
         d_filters = guided.first_conv_filters(d)
@@ -198,9 +223,8 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
         figures.add("filters_g.png", sampling.grid_image(_gray_or_rgb(g_filters, g_filters.size(1)), nrow=16),
                     "G's last-layer filters (one per input channel of its last transposed convolution)")  # fmt: skip
 
-    summary: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "global_step": step}
     with _stage("nearest training images of samples, and the copy rate"):
-        nb, cp = cfg.neighbours, cfg.copy
+        nb, cp = cfg.neighbours, cfg.copy_rate
         total = dm.num_images()
         keep = (
             torch.arange(total)
