@@ -145,7 +145,7 @@ def test_visualize_on_labelled_data_with_a_test_split_reads_the_heldout_space_an
     make_cfg, tmp_path: Path, mnist_root: Path
 ) -> None:
     """MNIST's layout (random pixels): neighbours and copy rate in the held-out scorer's feature space too, the
-    threshold from the test split, and ``tensorboard=true`` adding every figure to the run's event files."""
+    threshold from the test split, and ``logger=tensorboard`` adding every figure to the run's event files."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     data = ["data=mnist", f"data.data_dir={mnist_root}", "data.image_size=16", "data.fit=resize"]
@@ -153,7 +153,7 @@ def test_visualize_on_labelled_data_with_a_test_split_reads_the_heldout_space_an
     train(make_cfg([*TINY, *data, "trainer.max_steps=6", "~callbacks.quality", "~callbacks.best"], run_dir=run))
     small = ["features.pool=64", "features.channels=2", "features.images=2", "neighbours.samples=4", "neighbours.k=2",
              "neighbours.heldout=on", "neighbours.heldout_steps=20", "copy_rate.samples=64", "copy_rate.test=60",
-             "walk.pairs=2", "walk.steps=3", "walk.gif=false", "device=cpu", "tensorboard=true"]  # fmt: skip
+             "walk.pairs=2", "walk.steps=3", "walk.gif=false", "device=cpu", "logger=tensorboard"]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "visualize",
@@ -179,3 +179,13 @@ def test_class_purity_is_one_for_channels_of_one_class_and_lower_for_mixed_ones(
     assert class_purity([torch.tensor([0, 1]), torch.tensor([2, 3])], labels) == 1.0
     mixed = [torch.tensor([0, 2, 4]), torch.tensor([0, 1, 2])]  # one of each class; two of class 0
     assert class_purity(mixed, labels) == pytest.approx((1 / 3 + 2 / 3) / 2)
+
+
+def test_a_logger_without_images_is_refused_in_one_line(tmp_path: Path) -> None:
+    from dcgan.tasks.visualize import _check
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("visualize", overrides=["ckpt_path=x.ckpt", f"out={tmp_path}", "logger=csv"])
+        _check(compose("visualize", overrides=["ckpt_path=x.ckpt", f"out={tmp_path}", "logger=many"]))  # TB among them
+    with pytest.raises(ValueError, match=r"logger=csv: expected tensorboard \(the run's own event files"):
+        _check(cfg)

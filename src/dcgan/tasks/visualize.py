@@ -143,8 +143,16 @@ def _check(cfg: DictConfig) -> None:
         raise ArgumentError("features.images", cfg.features.images, f"at most features.pool={cfg.features.pool}", 6)
     if cfg.neighbours.heldout not in ("auto", "on", "off"):
         raise ArgumentError("neighbours.heldout", cfg.neighbours.heldout, "auto, on or off", "auto")
-    if not isinstance(cfg.tensorboard, bool):
-        raise ArgumentError("tensorboard", cfg.tensorboard, "true or false", "false")
+    chosen = sorted(cfg.get("logger") or {})
+    if chosen and "tensorboard" not in chosen:
+        raise ArgumentError(
+            "logger",
+            ",".join(chosen),
+            "tensorboard (the run's own event files are where visualize.py sends its "
+            "figures; CSV holds no images, and W&B or MLflow would need the run's id: upload the out folder with "
+            "their tools)",
+            "tensorboard",
+        )
 
 
 def visualize(cfg: DictConfig) -> dict[str, Any]:
@@ -287,8 +295,13 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     page = figures.html(f"What {Path(cfg.ckpt_path).name} learned", facts)
-    if cfg.tensorboard:
-        _to_tensorboard(Path(cfg.ckpt_path), figures, step)
+    for name in sorted(cfg.get("logger") or {}):
+        if name == "tensorboard":
+            _to_tensorboard(Path(cfg.ckpt_path), figures, step)
+        else:
+            log.info(
+                "logger.%s: not sent (visualize.py sends its figures to TensorBoard only; they are in %s)", name, out
+            )
     log.info("Index: %s (%d figures) in %.1f s", page, len(figures.captions), time.perf_counter() - begin)
     return summary
 
