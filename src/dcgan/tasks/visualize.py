@@ -29,11 +29,17 @@ log = logging.getLogger("dcgan")
 class Figures:
     """The figures written so far: file name -> caption, for ``index.html`` and the logger."""
 
+    MIN_WIDTH = 320  # pixels: a grid of 4x4 filters is about 80 wide
+
     def __init__(self, out: Path) -> None:
         self.out = out
         self.captions: dict[str, str] = {}
 
     def add(self, name: str, image: Image.Image, caption: str) -> None:
+        """Save ``image`` (a small one enlarged by a whole factor, pixels kept sharp, to be seen on the page)."""
+        factor = -(-self.MIN_WIDTH // image.width)
+        if factor > 1:
+            image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
         image.save(self.out / name)
         self.captions[name] = caption
 
@@ -53,6 +59,15 @@ class Figures:
         path = self.out / "index.html"
         path.write_text(page)
         return path
+
+
+def _ordinal(value: float) -> str:
+    """1 -> 1st, 2 -> 2nd, 0.5 -> 0.5th, 11 -> 11th."""
+    if value != int(value):
+        return f"{value:g}th"
+    n = int(value)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _stage(what: str) -> Any:
@@ -264,8 +279,8 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
         summary["copy_pixels"] = pixel
         facts.append(
             f"copy rate, pixels: {pixel['copy_rate']:.4f} of {cp.samples} samples lie within the "
-            f"{cp.percentile:g}th percentile ({pixel['threshold']:.3f}) of {len(test)} real test images' distances to "
-            "their nearest training image (training images themselves: 1; unseen real images: about "
+            f"{_ordinal(cp.percentile)} percentile ({pixel['threshold']:.3f}) of {len(test)} real test images' "
+            "distances to their nearest training image (training images themselves: 1; unseen real images: about "
             f"{cp.percentile / 100:g}; noise: 0)"
         )
         heldout = _heldout(cfg, dm, test_split)
