@@ -379,6 +379,9 @@ def test_evaluate_a_run_dir_scores_every_checkpoint_with_a_table_and_plot(
     report = evaluate(cfg, out=tmp_path / "eval")
     steps = [row["global_step"] for row in report["checkpoints"]]
     assert steps == sorted(steps) and {6, 12} <= set(steps)  # step0000006, step0000012, last, best
+    assert len(steps) == len(set(steps)), "each step scored once"
+    final = next(row for row in report["checkpoints"] if row["global_step"] == 12)
+    assert {"step0000012.ckpt", "last.ckpt"} <= {Path(f).name for f in final["same_weights"]}  # the files it lists
     assert all("cfid100_train" in row["quality"] for row in report["checkpoints"])
     assert (tmp_path / "eval" / "quality_vs_step.png").stat().st_size > 0
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["checkpoints"][0]["global_step"] == steps[0]

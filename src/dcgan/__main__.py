@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m dcgan {train,generate,evaluate} [key=value ...]   (see dcgan-train --help)"
+USAGE = "usage: python -m dcgan {train,generate,evaluate,visualize} [key=value ...]   (see dcgan-train --help)"
 
 
 def main() -> None:
     from dcgan.platform import cli
 
-    tasks = {"train": cli.main, "generate": cli.generate_main, "evaluate": cli.evaluate_main}
+    tasks = {"train": cli.main, "generate": cli.generate_main, "evaluate": cli.evaluate_main,
+             "visualize": cli.visualize_main}  # fmt: skip
     if len(sys.argv) < 2 or sys.argv[1] not in tasks:
         given = f"got {sys.argv[1]!r}" if len(sys.argv) > 1 else "no task given"
         sys.exit(f"{USAGE}\n{given}: expected one of {', '.join(tasks)}.")

@@ -16,6 +16,7 @@ from dcgan.metrics.protocols import Protocol
 from dcgan.metrics.reference import ReferenceStats, cached_reference, compute_reference, reference_key
 from dcgan.metrics.registry import METRICS
 from dcgan.metrics.suite import QualitySuite, Settings
+from dcgan.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +116,9 @@ def build_suite(
         def build(
             real: InMemoryDataModule = real, n: int = n, keep: set[str] = keep, what: str = kind
         ) -> ReferenceStats:
-            log.info(
-                "Reference statistics: %s features of %d %s images...",
-                what,
-                min(n, real.num_images()),
-                real.current_split,
-            )
-            return compute_reference(real_batches(real, n, settings.batch_size), extract, keep)
+            total = min(n, real.num_images())
+            with Progress(f"reference statistics: {what} features of the {real.current_split} split", total) as p:
+                return compute_reference(real_batches(real, n, settings.batch_size), extract, keep, p.advance)
 
         references[(kind, split)], hit = cached_reference(path, build, keep)
         if hit:

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcgan.progress import Progress
+
 log = logging.getLogger(__name__)
 
 
@@ -150,14 +152,16 @@ def _fit(
     else:
         scheduler = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0)
     model.train()
-    for _ in range(steps):
-        idx = train[torch.randint(len(train), (batch_size,), generator=gen)]
-        x = augment(images[idx].float().div(127.5).sub(1), gen).contiguous(memory_format=torch.channels_last)
-        loss = F.cross_entropy(model(x), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        scheduler.step()
+    with Progress(f"training the metric classifier ({type(model).__name__})", steps, unit="steps") as progress:
+        for _ in range(steps):
+            idx = train[torch.randint(len(train), (batch_size,), generator=gen)]
+            x = augment(images[idx].float().div(127.5).sub(1), gen).contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            scheduler.step()
+            progress.advance()
 
 
 @torch.no_grad()

@@ -62,13 +62,19 @@ def reference_key(data_identity: object, split: str, extractor_digest: str, num_
 
 
 def compute_reference(
-    batches: Iterator[torch.Tensor], extract: Callable[[torch.Tensor], dict[str, torch.Tensor]], keep_features: set[str]
+    batches: Iterator[torch.Tensor],
+    extract: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    keep_features: set[str],
+    done: Callable[[int], None] | None = None,
 ) -> ReferenceStats:
-    """Statistics of every output of ``extract`` over ``batches`` (float images in [-1, 1])."""
+    """Statistics of every output of ``extract`` over ``batches`` (float images in [-1, 1]); ``done(n)`` after each
+    batch of ``n`` images (progress)."""
     outputs: dict[str, list[torch.Tensor]] = {}
     for batch in batches:
         for name, value in extract(batch).items():
             outputs.setdefault(name, []).append(value.float().cpu())
+        if done is not None:
+            done(len(batch))
     if not outputs:
         raise ValueError("No real images to compute reference statistics from.")
     ref = ReferenceStats(num_images=sum(len(v) for v in next(iter(outputs.values()))))

@@ -18,6 +18,7 @@ from dcgan.metrics.extractors import Extractor
 from dcgan.metrics.protocols import Protocol
 from dcgan.metrics.reference import ReferenceStats
 from dcgan.metrics.registry import METRICS
+from dcgan.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Settings:
     is_splits: int = 10
     batch_size: int = 500
     seed: int = 0  # the z (and classes) of the generated images
+    progress: bool = False  # a line per tenth of the images scored (evaluate.py; the training monitor stays quiet)
 
 
 def validate(protocols: list[Protocol], settings: Settings) -> None:
@@ -77,7 +79,9 @@ class QualitySuite:
         return z, labels
 
     @torch.no_grad()
-    def extract(self, images: Iterator[torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    def extract(
+        self, images: Iterator[torch.Tensor], progress: Progress | None = None
+    ) -> dict[str, dict[str, torch.Tensor]]:
         """One pass of each extractor over ``images``: ``{kind: {output: (N, D)}}`` on the CPU."""
         out: dict[str, dict[str, list[torch.Tensor]]] = {k: {} for k in self.extractors}
         for batch in images:
@@ -85,6 +89,8 @@ class QualitySuite:
             for kind, extractor in self.extractors.items():
                 for name, value in extractor(batch).items():
                     out[kind].setdefault(name, []).append(value.float().cpu())
+            if progress is not None:
+                progress.advance(len(batch))
         return {k: {n: torch.cat(v) for n, v in outputs.items()} for k, outputs in out.items()}
 
     def score(self, sample: Sampler, nz: int, num_classes: int | None = None) -> dict[str, float]:
@@ -99,7 +105,9 @@ class QualitySuite:
                 end = min(start + step, hi)
                 yield sample(z[start:end], None if labels is None else labels[start:end])
 
-        outputs = self.extract(mine())
+        what = f"generating {hi - lo} images and extracting their features ({', '.join(self.extractors)})"
+        with Progress(what, hi - lo, enabled=self.settings.progress) as progress:
+            outputs = self.extract(mine(), progress)
         if world > 1:
             outputs = {k: {n: _gather_rows(v, len(z)) for n, v in o.items()} for k, o in outputs.items()}
         self.last_outputs = outputs

@@ -31,6 +31,7 @@ from dcgan.platform.validation import check_run_dirs, override_value
 from dcgan.tasks.evaluate import evaluate
 from dcgan.tasks.generate import generate
 from dcgan.tasks.train import resume_command, train
+from dcgan.tasks.visualize import visualize
 
 log = logging.getLogger("dcgan")
 
@@ -167,6 +168,16 @@ def evaluate_main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
     except (UserError, FileNotFoundError) as err:  # the message says what is wrong and how to fix it
+        _exit_with(err)
+
+
+@_before_hydra
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="visualize")
+def visualize_main(cfg: DictConfig) -> None:
+    """``python visualize.py`` / ``dcgan-visualize``."""
+    try:
+        visualize(cfg)
+    except (UserError, FileNotFoundError) as err:
         _exit_with(err)
 
 

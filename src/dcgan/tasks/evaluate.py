@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from dcgan.metrics.reference import ReferenceStats, load_stats, save_stats
 from dcgan.metrics.registry import METRICS, register_extra
 from dcgan.metrics.select import available_protocols, check_modes
 from dcgan.metrics.suite import QualitySuite, Settings
+from dcgan.progress import Progress
 
 log = logging.getLogger("dcgan")
 
@@ -108,6 +110,24 @@ def _write_stats(cfg: DictConfig, suite: QualitySuite) -> Path:
     return path
 
 
+def _by_step(paths: list[Path]) -> dict[int, list[Path]]:
+    """The checkpoints grouped by the global step they hold, in step order: a run's last.ckpt, its last step*.ckpt
+    and a best-*.ckpt of that step hold the same weights, scored once. Periodic files come first in a group."""
+    groups: dict[int, list[Path]] = {}
+    unknown = 0
+    for path in paths:
+        step = int(torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("global_step", -1))
+        if step < 0:  # no step recorded: nothing says two such files hold the same weights
+            unknown -= 1
+            step = unknown
+        groups.setdefault(step, []).append(path)
+
+    def order(p: Path) -> tuple[bool, bool, str]:
+        return p.name == "last.ckpt", p.name.startswith("best"), p.name
+
+    return {s: sorted(files, key=order) for s, files in sorted(groups.items())}
+
+
 def _checkpoints(path: Path) -> list[Path]:
     """A checkpoint file, or every ``.ckpt`` of a run dir (``<dir>/checkpoints/`` or ``<dir>`` itself)."""
     if path.is_file():
@@ -126,6 +146,7 @@ def evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
     writes ``evaluation.json`` and, for a run's checkpoints, ``quality_vs_step.png``."""
     from dcgan.tasks.generate import load_model
 
+    begin = time.perf_counter()
     if (cfg.get("ckpt_path") is None) == (cfg.get("images") is None):
         raise DataError("evaluate.py needs exactly one of ckpt_path=<.ckpt or run dir> and images=<folder or .npz>.")
     dm = instantiate(cfg.data)
@@ -148,7 +169,9 @@ def evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
         heldout_steps=cfg.quality.heldout_steps,
         cache_dir=Path(cfg.paths.cache_dir).expanduser() if cfg.paths.cache_dir else None,
     )
-    settings = Settings(kid_subset_size=cfg.quality.kid_subset_size, batch_size=cfg.batch_size, seed=cfg.seed)
+    settings = Settings(
+        kid_subset_size=cfg.quality.kid_subset_size, batch_size=cfg.batch_size, seed=cfg.seed, progress=True
+    )
     suite = build_suite(dm, protocols, how, settings, device)
     report: dict[str, Any] = {"num_samples": num_samples}
     if cfg.stats.write:
@@ -164,23 +187,28 @@ def evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
     if images is not None:
         report["images"] = str(Path(cfg.images).resolve())
         batches = (to_unit_range(chunk) for chunk in images.split(cfg.batch_size))
-        suite.last_outputs = suite.extract(batches)
+        with Progress(f"extracting the features of {len(images)} images", len(images)) as progress:
+            suite.last_outputs = suite.extract(batches, progress)
         report["quality"] = suite.compute(suite.last_outputs, None)
         _print(report["images"], report["quality"], num_samples)
         if out is not None:
             report.update({k: str(v) for k, v in _plot_modes(suite, out).items()})
     else:
         rows = []
-        checkpoints = _checkpoints(Path(cfg.ckpt_path).expanduser())
-        for path in checkpoints:
-            model = load_model(str(path), cfg.device, cfg.ema)
-            step = int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", -1))
-            quality = suite.score(model.sample, model.generator.nz, model.hparams.get("num_classes") or None)
-            rows.append({"ckpt_path": str(path.resolve()), "global_step": step, "quality": quality})
-            _print(f"{path} (step {step})", quality, num_samples)
-            if out is not None:
-                prefix = f"{path.stem}_" if len(checkpoints) > 1 else ""
-                rows[-1].update({k: str(v) for k, v in _plot_modes(suite, out, prefix).items()})
+        by_step = _by_step(_checkpoints(Path(cfg.ckpt_path).expanduser()))
+        with Progress("scoring checkpoints", len(by_step), unit="checkpoints", enabled=len(by_step) > 1) as progress:
+            for step, files in by_step.items():
+                path = files[0]
+                model = load_model(str(path), cfg.device, cfg.ema)
+                quality = suite.score(model.sample, model.generator.nz, model.hparams.get("num_classes") or None)
+                rows.append({"ckpt_path": str(path.resolve()), "global_step": step, "quality": quality})
+                if len(files) > 1:  # one step's weights in several files (last.ckpt, step*.ckpt, best-*.ckpt)
+                    rows[-1]["same_weights"] = [str(f.resolve()) for f in files]
+                _print(f"{' = '.join(str(f) for f in files)} (step {step})", quality, num_samples)
+                if out is not None:
+                    prefix = f"{path.stem}_" if len(by_step) > 1 else ""
+                    rows[-1].update({k: str(v) for k, v in _plot_modes(suite, out, prefix).items()})
+                progress.advance()
         rows.sort(key=lambda r: r["global_step"])
         if len(rows) == 1:
             report.update(rows[0])
@@ -204,6 +232,7 @@ def evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
     if out is not None:
         (out / "evaluation.json").write_text(json.dumps(report, indent=2))
         print(f"JSON: {out / 'evaluation.json'}")
+    log.info("evaluate.py: done in %.1f s", time.perf_counter() - begin)
     return report
 
 
@@ -222,7 +251,8 @@ def _print_run(rows: list[dict[str, Any]]) -> None:
     print("\n| step | " + " | ".join(names) + " | checkpoint |\n|---|" + "---|" * (len(names) + 1))
     for r in rows:
         cells = " | ".join(f"{r['quality'][n]:.4f}" for n in names)
-        print(f"| {r['global_step']} | {cells} | {Path(r['ckpt_path']).name} |")
+        files = " = ".join(Path(f).name for f in r.get("same_weights", [r["ckpt_path"]]))
+        print(f"| {r['global_step']} | {cells} | {files} |")
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> Path:

@@ -7,6 +7,8 @@ import functools
 import inspect
 import logging
 import math
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from omegaconf import DictConfig
 from dcgan.analysis import sampling
 from dcgan.errors import UserError
 from dcgan.lightning.module import DCGAN
+from dcgan.progress import Progress
 
 log = logging.getLogger("dcgan")
 
@@ -65,8 +68,15 @@ def _sample_classes(model: DCGAN, classes: torch.Tensor, z: torch.Tensor, group:
     return model.sample(z, classes[turn % len(classes)])
 
 
+def _counted(batches: Iterator[torch.Tensor], progress: Progress) -> Iterator[torch.Tensor]:
+    for batch in batches:
+        yield batch
+        progress.advance(len(batch))
+
+
 def generate(cfg: DictConfig) -> dict[str, Path]:
     """Write what ``conf/generate.yaml`` asks for; returns the paths written."""
+    begin = time.perf_counter()
     model = load_model(cfg.ckpt_path, cfg.device, cfg.ema)
     out, nz, seed = Path(cfg.out), model.generator.nz, cfg.seed
     out.mkdir(parents=True, exist_ok=True)
@@ -86,10 +96,14 @@ def generate(cfg: DictConfig) -> dict[str, Path]:
         )
     if cfg.n:
         z = sampling.noise(cfg.n, nz, seed + 1)
-        sampling.save_pngs(sampling.in_batches(sample, z, cfg.batch_size), out / "samples")
+        with Progress(f"generating {cfg.n} PNGs into {out / 'samples'}", cfg.n) as progress:
+            sampling.save_pngs(_counted(sampling.in_batches(sample, z, cfg.batch_size), progress), out / "samples")
         written["samples"] = out / "samples"
         if cfg.npz:
-            sampling.save_npz(sampling.in_batches(sample, z, cfg.batch_size), out / "images.npz")
+            with Progress(f"generating {cfg.n} images into {out / 'images.npz'}", cfg.n) as progress:
+                sampling.save_npz(
+                    _counted(sampling.in_batches(sample, z, cfg.batch_size), progress), out / "images.npz"
+                )
             written["npz"] = out / "images.npz"
     pairs, steps = cfg.interpolation.pairs, cfg.interpolation.steps
     if pairs:
@@ -113,4 +127,5 @@ def generate(cfg: DictConfig) -> dict[str, Path]:
             sampling.grid_image(row, nrow=len(row)).save(written.setdefault("arithmetic", out / "arithmetic.png"))
     for name, path in written.items():
         log.info("%s: %s", name, path)
+    log.info("generate.py: done in %.1f s", time.perf_counter() - begin)
     return written
