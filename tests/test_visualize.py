@@ -138,6 +138,12 @@ def test_visualize_writes_an_index_that_names_every_image(make_cfg, tmp_path: Pa
         assert re.search(rf"<b>{re.escape(name)}</b>: \w", page), name  # each with its caption
     assert 0 <= summary["copy_pixels"]["copy_rate"] <= 1
     assert {"d_features_trained.png", "d_features_random.png", "filters_d.png", "neighbours_pixels.png"} <= shown
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        past = compose(
+            "visualize", overrides=[f"ckpt_path={ckpt}", f"out={tmp_path / 'v2'}", *small, "features.layer=9"]
+        )
+    with pytest.raises(ValueError, match=r"features.layer=9: expected an index of D's 2 hidden layers, -2..1"):
+        visualize(past)
 
 
 @pytest.mark.slow
@@ -162,7 +168,7 @@ def test_visualize_on_labelled_data_with_a_test_split_reads_the_heldout_space_an
         )  # fmt: skip
     summary = visualize(cfg)
     assert summary["global_step"] == 6
-    assert {"copy_pixels", "copy_heldout"} <= set(summary)
+    assert "copy_pixels" in summary and "copy_heldout" not in summary  # the scorer trained on the test split
     assert (tmp_path / "vis" / "neighbours_heldout.png").is_file()
     assert "separate test split" not in (tmp_path / "vis" / "index.html").read_text()  # MNIST's own test split
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
@@ -189,3 +195,11 @@ def test_a_logger_without_images_is_refused_in_one_line(tmp_path: Path) -> None:
         _check(compose("visualize", overrides=["ckpt_path=x.ckpt", f"out={tmp_path}", "logger=many"]))  # TB among them
     with pytest.raises(ValueError, match=r"logger=csv: expected tensorboard \(the run's own event files"):
         _check(cfg)
+
+
+def test_tensorboard_needs_a_checkpoint_inside_a_run_dir(tmp_path: Path) -> None:
+    from dcgan.tasks.visualize import Figures, _to_tensorboard
+
+    with pytest.raises(ValueError, match=r"logger=tensorboard: expected a checkpoint inside a run dir"):
+        _to_tensorboard(tmp_path / "models" / "last.ckpt", Figures(tmp_path), step=1)
+    assert not (tmp_path / "tensorboard").exists()

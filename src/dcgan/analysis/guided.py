@@ -57,10 +57,12 @@ def guided_copy(net: nn.Module) -> nn.Module:
 
 
 def _check_features(d: nn.Module) -> None:
-    if not callable(getattr(d, "features", None)) or getattr(d, "packing", 1) > 1:
+    if not callable(getattr(d, "features", None)):
+        raise ValueError(f"{type(d).__name__} has no features(x) (its hidden layers' outputs) to read.")
+    if getattr(d, "packing", 1) > 1:
         raise ValueError(
-            f"{type(d).__name__} has no per-image features(x): a packing D mixes the images of a pack before its "
-            "hidden channels. Visualize a checkpoint of a plain D."
+            f"{type(d).__name__} packs images before its hidden channels: it has no per-image features. Visualize a "
+            "checkpoint of an unpacked D."
         )
 
 

@@ -49,7 +49,7 @@ def nearest(
 
 def copy_threshold(test_to_train: torch.Tensor, percentile: float = 1.0) -> float:
     """The ``percentile``-th percentile of real test images' distances to their nearest training image: a sample
-    nearer than that to a training image is closer than 99% of unseen real images are."""
+    nearer than that to a training image is closer than (100 - percentile)% of unseen real images are."""
     return float(torch.quantile(test_to_train.float(), percentile / 100))
 
 
@@ -60,10 +60,14 @@ def copy_rate(sample_to_train: torch.Tensor, threshold: float) -> float:
 
 
 def copy_report(
-    sample_rows: torch.Tensor, train_rows: torch.Tensor, test_rows: torch.Tensor, percentile: float = 1.0
+    sample_rows: torch.Tensor,
+    train_rows: torch.Tensor,
+    test_rows: torch.Tensor,
+    percentile: float = 1.0,
+    done: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """``copy_rate`` of samples against the training images, with its threshold from real test images, all given
-    as rows of one space (``flat`` pixels, or a scorer's features)."""
-    threshold = copy_threshold(nearest(test_rows, train_rows)[0][:, 0], percentile)
-    rate = copy_rate(nearest(sample_rows, train_rows)[0][:, 0], threshold)
+    as rows of one space (``flat`` pixels, or a scorer's features); ``done`` as in :func:`nearest`."""
+    threshold = copy_threshold(nearest(test_rows, train_rows, done=done)[0][:, 0], percentile)
+    rate = copy_rate(nearest(sample_rows, train_rows, done=done)[0][:, 0], threshold)
     return {"copy_rate": rate, "threshold": threshold, "percentile": percentile}

@@ -32,7 +32,7 @@ class Settings:
     is_splits: int = 10
     batch_size: int = 500
     seed: int = 0  # the z (and classes) of the generated images
-    progress: bool = False  # a line per tenth of the images scored (evaluate.py; the training monitor stays quiet)
+    progress: bool = False  # a line per tenth of the images scored (evaluate.py); off: only the time it took
 
 
 def validate(protocols: list[Protocol], settings: Settings) -> None:

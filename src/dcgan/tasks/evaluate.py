@@ -197,14 +197,16 @@ def evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
         rows = []
         by_step = _by_step(_checkpoints(Path(cfg.ckpt_path).expanduser()))
         with Progress("scoring checkpoints", len(by_step), unit="checkpoints", enabled=len(by_step) > 1) as progress:
-            for step, files in by_step.items():
+            for key, files in by_step.items():
+                step = max(key, -1)  # a file without a recorded step reads -1 (its group key is its own)
                 path = files[0]
                 model = load_model(str(path), cfg.device, cfg.ema)
                 quality = suite.score(model.sample, model.generator.nz, model.hparams.get("num_classes") or None)
                 rows.append({"ckpt_path": str(path.resolve()), "global_step": step, "quality": quality})
                 if len(files) > 1:  # one step's weights in several files (last.ckpt, step*.ckpt, best-*.ckpt)
                     rows[-1]["same_weights"] = [str(f.resolve()) for f in files]
-                _print(f"{' = '.join(str(f) for f in files)} (step {step})", quality, num_samples)
+                held = f"step {step}" if step >= 0 else "step not recorded"
+                _print(f"{' = '.join(str(f) for f in files)} ({held})", quality, num_samples)
                 if out is not None:
                     prefix = f"{path.stem}_" if len(by_step) > 1 else ""
                     rows[-1].update({k: str(v) for k, v in _plot_modes(suite, out, prefix).items()})

@@ -158,6 +158,8 @@ def _check(cfg: DictConfig) -> None:
         raise ArgumentError("features.images", cfg.features.images, f"at most features.pool={cfg.features.pool}", 6)
     if cfg.neighbours.heldout not in ("auto", "on", "off"):
         raise ArgumentError("neighbours.heldout", cfg.neighbours.heldout, "auto, on or off", "auto")
+    if not isinstance(f.layer, int) or isinstance(f.layer, bool):
+        raise ArgumentError("features.layer", f.layer, "an integer index of D's hidden layers (-1: the last)", -1)
     chosen = sorted(cfg.get("logger") or {})
     if chosen and "tensorboard" not in chosen:
         raise ArgumentError(
@@ -178,6 +180,8 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
     begin = time.perf_counter()
     out = Path(cfg.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.ckpt_path = str(Path(cfg.ckpt_path).expanduser())
     model = load_model(cfg.ckpt_path, cfg.device, cfg.ema)
     device, nz, seed = model.device, model.generator.nz, cfg.seed
     # without a Trainer the module's global_step reads 0: the checkpoint file has it
@@ -204,10 +208,19 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "global_step": step}
     facts = [f"checkpoint: {cfg.ckpt_path} (global step {step})", f"data: {dm.name}"]
     d = model.discriminator.eval()
-    try:
-        guided.channel_scores(d, to_unit_range(dm.images_at(torch.arange(1))).to(device), cfg.features.layer)
-    except (ValueError, IndexError) as err:  # a packing D; a layer index past D's hidden layers
-        raise DataError(f"features.layer={cfg.features.layer}: {err}") from None
+    if not callable(getattr(d, "features", None)):
+        raise DataError(
+            f"{type(d).__name__} has no features(x) (its hidden layers' outputs): visualize.py reads D's hidden "
+            "channels. Give the checkpoint of a D that has them, as dcgan.nets.Discriminator."
+        )
+    if getattr(d, "packing", 1) > 1:
+        raise DataError("this D packs images before its hidden channels (PacGAN): it has no per-image features. "
+                        "Give the checkpoint of an unpacked D.")  # fmt: skip
+    with torch.no_grad():
+        hidden = len(d.eval().features(to_unit_range(dm.images_at(torch.arange(1))).to(device)))
+    if not -hidden <= cfg.features.layer < hidden:
+        raise ArgumentError("features.layer", cfg.features.layer, f"an index of D's {hidden} hidden layers, "
+                            f"{-hidden}..{hidden - 1} (-1: the last, the paper's)", -1)  # fmt: skip
 
     with _stage("D's features: top channels, their most exciting real images, guided backpropagation"):
         f = cfg.features
@@ -258,15 +271,19 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
         if total > nb.train:
             facts.append(f"neighbours and copy rate among {nb.train} of the {total} training images (neighbours.train)")
         # real images G never saw: the test split, where training used the train split alone (CelebA's split=all
-        # and CIFAR-10's contain it); else the last tenth of the training images, kept out of the search
+        # and CIFAR-10's contain it); else a random tenth of the training images, kept out of the search
         test_split = "test" if "test" in dm.splits and dm.current_split == "train" else None
         if test_split is None:
             cut = max(len(train) * 9 // 10, 1)
-            train, test = train[:cut], train[cut:][: cp.test]
-            facts.append(f"{dm.name} ({dm.current_split}) has no separate test split: the last tenth of its "
-                         "training images set the copy threshold and are not searched")  # fmt: skip
+            mixed = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))]
+            train, test = mixed[:cut], mixed[cut:][: cp.test]
+            facts.append(f"{dm.name} ({dm.current_split}) has no separate test split: a random tenth of its "
+                         "training images sets the copy threshold and is not searched, so a copy of one of those "
+                         "would go unseen")  # fmt: skip
         else:
             test = _real(dm, test_split, cp.test, seed)
+        if nb.k > len(train):
+            raise ArgumentError("neighbours.k", nb.k, f"at most the {len(train)} training images searched", 5)
         samples = sampling.noise(max(nb.samples, cp.samples), nz, seed + 1)
         generated = torch.cat(list(sampling.in_batches(model.sample, samples, 500))).float()
         shown = generated[: nb.samples]
@@ -292,10 +309,6 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
                         sampling.grid_image(_neighbour_grid(shown, train, idx), nrow=nb.k + 1),
                         f"each row: a sample, then its {nb.k} nearest training images in the held-out scorer's "
                         "feature space")  # fmt: skip
-            feat = _copy(embed(generated[: cp.samples]), train_feats, embed(test), cp.percentile)
-            summary["copy_heldout"] = feat
-            facts.append(f"copy rate, held-out scorer's features: {feat['copy_rate']:.4f} "
-                         f"(threshold {feat['threshold']:.3f})")  # fmt: skip
 
     with _stage("latent walk"):
         w = cfg.walk
@@ -322,14 +335,10 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _copy(samples: torch.Tensor, train: torch.Tensor, test: torch.Tensor, percentile: float) -> dict[str, float]:
-    """The copy rate, with a progress line per tenth of the two nearest-neighbour searches."""
+    """``neighbours.copy_report``, with a progress line per tenth of its two nearest-neighbour searches."""
     what = f"nearest of {len(train)} training images, for {len(test)} real and {len(samples)} generated images"
     with Progress(what, len(test) + len(samples)) as progress:
-        threshold = neighbours.copy_threshold(
-            neighbours.nearest(test, train, done=progress.advance)[0][:, 0], percentile
-        )
-        rate = neighbours.copy_rate(neighbours.nearest(samples, train, done=progress.advance)[0][:, 0], threshold)
-    return {"copy_rate": rate, "threshold": threshold, "percentile": percentile}
+        return neighbours.copy_report(samples, train, test, percentile, done=progress.advance)
 
 
 def _given(key: str) -> bool:
@@ -349,7 +358,8 @@ def _heldout(cfg: DictConfig, dm: Any, test_split: str | None) -> Any:
         return None
     if not usable:
         raise DataError(
-            f"neighbours.heldout=on: {dm.name} needs class labels and a test split for the held-out scorer."
+            f"neighbours.heldout=on: {dm.name} needs class labels and a test split for the held-out scorer. "
+            "Fix: neighbours.heldout=auto (pixels only where there is none)."
         )
     from dcgan.metrics.build import Extractors, make_extractors
 
@@ -378,7 +388,15 @@ def _to_tensorboard(ckpt: Path, figures: Figures, step: int) -> None:
     from torch.utils.tensorboard import SummaryWriter
     from torchvision.transforms.functional import pil_to_tensor
 
-    run_dir = ckpt.resolve().parent.parent
+    ckpt = ckpt.expanduser().resolve()
+    if ckpt.parent.name != "checkpoints":
+        raise ArgumentError(
+            "logger",
+            "tensorboard",
+            f"a checkpoint inside a run dir (<run dir>/checkpoints/), not {ckpt}, to find the run's TensorBoard",
+            "null (the figures are in the out folder)",
+        )
+    run_dir = ckpt.parent.parent
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
     for name in figures.captions:
         if name.endswith(".png"):
