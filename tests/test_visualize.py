@@ -203,3 +203,31 @@ def test_tensorboard_needs_a_checkpoint_inside_a_run_dir(tmp_path: Path) -> None
     with pytest.raises(ValueError, match=r"logger=tensorboard: expected a checkpoint inside a run dir"):
         _to_tensorboard(tmp_path / "models" / "last.ckpt", Figures(tmp_path), step=1)
     assert not (tmp_path / "tensorboard").exists()
+
+
+def test_visualize_on_an_rgb_folder_without_a_test_split(make_cfg, tmp_path: Path) -> None:
+    """RGB images, no labels (so no held-out space) and no test split (so a random tenth sets the threshold)."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.formats import write_folder
+
+    root = write_folder(tmp_path / "photos")
+    data = ["data=folder", f"data.data_dir={root}", "data.image_size=16", "data.num_workers=0"]
+    tiny = [o for o in TINY if not o.startswith("data.batch_size")]
+    run = tmp_path / "run"
+    train(make_cfg([*tiny, *data, "data.batch_size=6", "trainer.max_steps=4", "~callbacks.quality",
+                    "~callbacks.best"], run_dir=run))  # fmt: skip
+    small = ["features.pool=12", "features.channels=2", "features.images=3", "neighbours.samples=3", "neighbours.k=2",
+             "copy_rate.samples=10", "copy_rate.test=10", "walk.pairs=2", "walk.steps=3", "walk.gif=false",
+             "device=cpu", f"paths.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("visualize", overrides=[f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+                                              f"out={tmp_path / 'vis'}", *data, *small])  # fmt: skip
+    summary = visualize(cfg)
+    out = tmp_path / "vis"
+    assert 0 <= summary["copy_pixels"]["copy_rate"] <= 1 and "class_purity" not in summary  # no labels
+    assert "a random tenth of its training images sets the copy threshold" in (out / "index.html").read_text()
+    assert not (out / "neighbours_heldout.png").exists()
+    pixels = torch.from_numpy(np.asarray(Image.open(out / "d_features_side_by_side.png").convert("RGB")))
+    assert (pixels[..., 0] != pixels[..., 1]).any(), "colour images and colour maps, not gray ones"
