@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,34 +152,25 @@ def _continue(err: DiskFullError, cfg: DictConfig) -> str:
     return command
 
 
-@_before_hydra
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
-def generate_main(cfg: DictConfig) -> None:
-    """``python generate.py`` / ``dcgan-generate``."""
-    try:
-        generate(cfg)
-    except (UserError, FileNotFoundError) as err:
-        _exit_with(err)
+def _tool(task: Callable[[DictConfig], Any], config_name: str, command: str) -> Callable[[], Any]:
+    """A Hydra entry point that runs ``task`` on ``conf/<config_name>.yaml`` and ends a mistake the user can fix in
+    its one-line message (exit 2) rather than a traceback."""
+
+    @_before_hydra
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
+    def run(cfg: DictConfig) -> None:
+        try:
+            task(cfg)
+        except (UserError, FileNotFoundError) as err:  # the message says what is wrong and how to fix it
+            _exit_with(err)
+
+    run.__doc__ = f"``python {config_name}.py`` / ``{command}``."
+    return run
 
 
-@_before_hydra
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
-def evaluate_main(cfg: DictConfig) -> None:
-    """``python evaluate.py`` / ``dcgan-evaluate``."""
-    try:
-        evaluate(cfg)
-    except (UserError, FileNotFoundError) as err:  # the message says what is wrong and how to fix it
-        _exit_with(err)
-
-
-@_before_hydra
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="visualize")
-def visualize_main(cfg: DictConfig) -> None:
-    """``python visualize.py`` / ``dcgan-visualize``."""
-    try:
-        visualize(cfg)
-    except (UserError, FileNotFoundError) as err:
-        _exit_with(err)
+generate_main = _tool(generate, "generate", "dcgan-generate")
+evaluate_main = _tool(evaluate, "evaluate", "dcgan-evaluate")
+visualize_main = _tool(visualize, "visualize", "dcgan-visualize")
 
 
 if __name__ == "__main__":  # python -m dcgan.platform.cli: how dcgan.platform.distributed starts the other DDP ranks
