@@ -164,3 +164,4 @@ def test_ddp_steps_between_logging_batches_make_no_collective_call(tmp_path: Pat
         assert busy <= {9, 19, 27, 29}, per_batch
         assert {9, 19} <= busy
         assert per_batch[9].get("all_reduce", 0) <= 3, per_batch[9]  # the logs, the divergence and Ctrl-C checks
+        assert per_batch[9].get("all_reduce", 0) == 3, per_batch[9]  # without the logs' own: 2

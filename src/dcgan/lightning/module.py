@@ -37,7 +37,10 @@ def _mix(*values: int) -> int:
 
 
 def _mean_over_ranks(logs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Each value's mean over the DDP ranks, in one all-reduce of the values stacked (float32, on their device)."""
+    """Each value's mean over the DDP ranks, in one all-reduce of the values stacked (float32, on their device).
+
+    Not ``trainer.strategy.reduce(..., "mean")``: Lightning's runs a barrier before its all-reduce, a second
+    blocking collective on every logging batch."""
     device = next((v.device for v in logs.values() if isinstance(v, torch.Tensor)), torch.device("cpu"))
     stacked = torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(()) for v in logs.values()])
     torch.distributed.all_reduce(stacked)

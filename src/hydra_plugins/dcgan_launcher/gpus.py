@@ -14,6 +14,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import traceback
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +30,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from dcgan.errors import UserError
 from dcgan.platform.slots import SlotPlan, hold_slot, plan_slots
 
 log = logging.getLogger(__name__)
@@ -55,9 +59,12 @@ def _job_process(plan: SlotPlan, slot: int, payload: bytes, conn: Any) -> None:
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",
     )
-    if result.status == JobStatus.FAILED and not _round_trips(result._return_value):
-        error = result._return_value  # its constructor takes more than the message: it would not unpickle
-        result.return_value = RuntimeError(f"{type(error).__name__}: {error}")
+    if result.status == JobStatus.FAILED:
+        error = result._return_value
+        if not isinstance(error, UserError):  # a fault, not a mistake its message explains: where it happened
+            traceback.print_exception(error, file=sys.stderr)  # (the launcher receives it without its traceback)
+        if not _round_trips(error):  # its constructor takes more than the message: it would not unpickle
+            result.return_value = RuntimeError(f"{type(error).__name__}: {error}")
     conn.send_bytes(cloudpickle.dumps(result))
     conn.close()
 
@@ -86,9 +93,15 @@ def _run_in_slot(idx: int, overrides: Sequence[str], plan: SlotPlan, lock_dir: P
         process.join()
     if result is None:
         failed = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+        code = process.exitcode
+        how = f"exit status {code}"
+        if code is not None and code < 0:  # killed by a signal: SIGKILL is most often the kernel's out-of-memory killer
+            how = f"signal {signal.Signals(-code).name}"
+            if code == -signal.SIGKILL:
+                how += " (often out of memory: lower hydra.launcher.n_jobs or the batch size)"
         failed.return_value = RuntimeError(
-            f"job #{idx} ({' '.join(overrides)}) ended with exit status {process.exitcode} before it returned; "
-            "its train.log says how far it got."
+            f"job #{idx} ({' '.join(overrides)}) ended with {how} before it returned; its train.log says how far "
+            "it got."
         )
         return failed
     return result
